@@ -1,0 +1,73 @@
+"""zapsweep's engine: simulate KVM's TDP MMU root zap under a cost model.
+
+``from engine import Scenario, simulate`` (spec section 7).  A pure library:
+no Ray, Hydra or Parquet here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .cost_model import (
+    COST_FIELDS,
+    DEFAULT_COST_MODEL,
+    CostModel,
+    available_cost_models,
+    load_cost_model,
+)
+from .result import RESULT_FIELDS, ZapResult
+from .scenario import (
+    SCENARIO_FIELDS,
+    Scenario,
+    ScenarioError,
+    format_memory,
+    parse_memory,
+    strategy_levels,
+    strategy_name,
+)
+
+# Bumped whenever a change could alter any engine's output; part of cell_id.
+ENGINE_VERSION = "1"
+ENGINES = ("fast", "reference")
+DEFAULT_ENGINE = "reference"
+
+
+def simulate(
+    scenario: Scenario,
+    engine: str = DEFAULT_ENGINE,
+    cost_model: str | Path | CostModel | dict = DEFAULT_COST_MODEL,
+) -> ZapResult:
+    """Simulate the root zap of ``scenario`` with ``engine`` under ``cost_model``."""
+    if not isinstance(scenario, Scenario):
+        raise TypeError(f"scenario must be an engine.Scenario, not {type(scenario).__name__}")
+    model = load_cost_model(cost_model)
+    if engine == "reference":
+        from .reference import simulate_reference
+
+        return simulate_reference(scenario, model)
+    if engine == "fast":
+        from .fast import simulate_fast
+
+        return simulate_fast(scenario, model)
+    raise ScenarioError("engine", engine, f"one of {list(ENGINES)}")
+
+
+__all__ = [
+    "COST_FIELDS",
+    "DEFAULT_COST_MODEL",
+    "ENGINES",
+    "ENGINE_VERSION",
+    "RESULT_FIELDS",
+    "SCENARIO_FIELDS",
+    "CostModel",
+    "Scenario",
+    "ScenarioError",
+    "ZapResult",
+    "available_cost_models",
+    "format_memory",
+    "load_cost_model",
+    "parse_memory",
+    "simulate",
+    "strategy_levels",
+    "strategy_name",
+]

@@ -1,0 +1,138 @@
+"""Which leaf SPTEs are present, accessed and dirty: drawn from the seed alone.
+
+Both engines read the guest through this module, so they see the same table.
+The draw is organised per *leaf table* (the 512-entry table that holds the
+guest's leaves: level 1 for 4K pages, 2 for 2M, 3 for 1G) with a
+counter-based generator keyed by ``(seed, stream, index)``:
+
+1. per leaf table, the counts ``present ~ Bin(entries, populated_ratio)``,
+   ``accessed ~ Bin(present, accessed_ratio)`` and
+   ``dirty ~ Bin(accessed, dirty_ratio / accessed_ratio)``, each by inverting
+   the binomial CDF at one keyed uniform;
+2. per entry, a keyed random order of the table's entries: the first
+   ``dirty`` entries in that order are dirty (and accessed, present), the next
+   ``accessed - dirty`` accessed, the next ``present - accessed`` present.
+
+So each present leaf is accessed with probability ``accessed_ratio`` and dirty
+with probability ``dirty_ratio`` (a dirty leaf is always accessed), and the
+counts of any table can be drawn without drawing its entries: the fast engine
+reads entries only for tables where a ``tick`` yield falls.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+from scipy.stats import binom
+
+from .scenario import PTES_PER_TABLE, Scenario
+
+# Entry codes of a leaf table.
+NONPRESENT = 0
+PRESENT = 1
+ACCESSED = 3  # present | accessed
+DIRTY = 7  # present | accessed | dirty
+
+_STREAM_PRESENT = 1
+_STREAM_ACCESSED = 2
+_STREAM_DIRTY = 3
+_STREAM_ORDER = 4
+
+
+
+def _splitmix64(z: np.ndarray) -> np.ndarray:
+    """SplitMix64 finalizer on a uint64 array (wrapping arithmetic)."""
+    z = z + np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def keyed_bits(seed: int, stream: int, index: np.ndarray) -> np.ndarray:
+    """64 random bits per index, a pure function of (seed, stream, index)."""
+    index = np.asarray(index, dtype=np.uint64)
+    key = _splitmix64(np.array([seed], dtype=np.uint64))
+    key = _splitmix64(key ^ np.array([stream << 56], dtype=np.uint64))
+    return _splitmix64(_splitmix64(index ^ key))
+
+
+def keyed_uniform(seed: int, stream: int, index: np.ndarray) -> np.ndarray:
+    """Uniforms in [0, 1) with 53 random bits, keyed like :func:`keyed_bits`."""
+    return (keyed_bits(seed, stream, index) >> np.uint64(11)).astype(np.float64) * (2.0**-53)
+
+
+@lru_cache(maxsize=4096)
+def _binomial_cdf(n: int, q: float) -> np.ndarray:
+    cdf = binom.cdf(np.arange(n + 1), n, q)
+    cdf[-1] = 1.0
+    return cdf
+
+
+def binomial_from_uniform(u: np.ndarray, n: np.ndarray, q: float) -> np.ndarray:
+    """Inverse binomial CDF: the smallest k with P(Bin(n, q) <= k) > u."""
+    n = np.asarray(n, dtype=np.int64)
+    if q <= 0.0:
+        return np.zeros_like(n)
+    if q >= 1.0:
+        return n.copy()
+    out = np.empty_like(n)
+    for nv in np.unique(n):
+        mask = n == nv
+        k = np.searchsorted(_binomial_cdf(int(nv), float(q)), u[mask], side="right")
+        out[mask] = np.minimum(k, nv)
+    return out
+
+
+@dataclass(frozen=True)
+class LeafTableCounts:
+    """Per leaf table (index ``t`` covers leaves ``[512 t, 512 t + entries)``)."""
+
+    entries: np.ndarray  # guest leaves the table maps (512 but for the last)
+    present: np.ndarray
+    accessed: np.ndarray
+    dirty: np.ndarray
+
+
+def leaf_table_count(scenario: Scenario) -> int:
+    return -(-scenario.guest_pages // PTES_PER_TABLE)
+
+
+def leaf_table_counts(scenario: Scenario, tables: np.ndarray | None = None) -> LeafTableCounts:
+    """Counts of the leaf tables ``tables`` (all of them when None).
+
+    The counts of a table depend on its index and the seed only, not on
+    which other tables are asked for.
+    """
+    n_tables = leaf_table_count(scenario)
+    if tables is None:
+        tables = np.arange(n_tables, dtype=np.int64)
+    tables = np.asarray(tables, dtype=np.int64)
+    last = scenario.guest_pages - PTES_PER_TABLE * (n_tables - 1)
+    entries = np.where(tables == n_tables - 1, last, PTES_PER_TABLE).astype(np.int64)
+    s = scenario.seed
+    p, a, d = scenario.populated_ratio, scenario.accessed_ratio, scenario.dirty_ratio
+
+    def draw(stream: int, n: np.ndarray, q: float) -> np.ndarray:
+        if q <= 0.0 or q >= 1.0:  # no draw needed: skip the hashing
+            return binomial_from_uniform(np.empty(0), n, q)
+        return binomial_from_uniform(keyed_uniform(s, stream, tables), n, q)
+
+    present = draw(_STREAM_PRESENT, entries, p)
+    accessed = draw(_STREAM_ACCESSED, present, a)
+    dirty = draw(_STREAM_DIRTY, accessed, d / a if a > 0 else 0.0)
+    return LeafTableCounts(entries, present, accessed, dirty)
+
+
+def leaf_table_entries(scenario: Scenario, table: int, counts: LeafTableCounts, i: int = 0) -> np.ndarray:
+    """Entry codes (NONPRESENT/PRESENT/ACCESSED/DIRTY) of leaf table ``table``,
+    whose counts are ``counts`` row ``i``; 512 codes, padded non-present."""
+    n = int(counts.entries[i])
+    keys = keyed_bits(scenario.seed, _STREAM_ORDER, np.arange(n, dtype=np.uint64) + np.uint64(table * PTES_PER_TABLE))
+    order = np.argsort(keys, kind="stable")
+    codes = np.zeros(PTES_PER_TABLE, dtype=np.uint8)
+    codes[order[: int(counts.present[i])]] = PRESENT
+    codes[order[: int(counts.accessed[i])]] = ACCESSED
+    codes[order[: int(counts.dirty[i])]] = DIRTY
+    return codes

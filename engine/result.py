@@ -1,0 +1,38 @@
+"""ZapResult: what one simulated root zap reports (spec section 7)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+
+@dataclass(frozen=True)
+class ZapResult:
+    """Counts and times of one root zap. Times are integer nanoseconds
+    (floor of the engine's exact picosecond clock).
+
+    ``ops`` is an addition to the spec's names: SPTEs cleared directly by the
+    walk (one per operation that cleared something). With it every event the
+    cost model charges can be derived from this record (``engine.events``).
+    """
+
+    visits: int
+    yields: int
+    leaf_zapped: int
+    tables_freed: int
+    removed_entries_scanned: int
+    accessed_writebacks: int
+    dirty_writebacks: int
+    tlb_flushes: int
+    max_op_leaves: int
+    max_op_ns: int
+    max_rcu_hold_ns: int
+    total_ns: int
+    rcu_stall: bool
+    pending_free_peak_bytes: int
+    ops: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+RESULT_FIELDS = tuple(f.name for f in fields(ZapResult))
