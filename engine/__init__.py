@@ -13,7 +13,9 @@ from .cost_model import (
     DEFAULT_COST_MODEL,
     CostModel,
     available_cost_models,
+    event_counts,
     load_cost_model,
+    total_ps,
 )
 from .result import RESULT_FIELDS, ZapResult
 from .scenario import (
@@ -64,6 +66,8 @@ __all__ = [
     "ScenarioError",
     "ZapResult",
     "available_cost_models",
+    "event_counts",
+    "total_ps",
     "format_memory",
     "load_cost_model",
     "parse_memory",

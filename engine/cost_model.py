@@ -59,15 +59,26 @@ class CostModel:
         costs = data.get("costs", data)
         missing = [k for k in COST_FIELDS if k not in costs]
         if missing:
-            raise ScenarioError("cost_model", name, f"a model defining every cost; missing {missing}")
+            raise ScenarioError(
+                "cost_model", name, f"a model defining every cost; missing {missing}"
+            )
         unknown = [k for k in costs if k not in COST_FIELDS] if "costs" in data else []
         if unknown:
-            raise ScenarioError("cost_model", name, f"only the costs {list(COST_FIELDS)}; unknown {unknown}")
+            raise ScenarioError(
+                "cost_model", name, f"only the costs {list(COST_FIELDS)}; unknown {unknown}"
+            )
         ps = {}
         for key in COST_FIELDS:
             value = costs[key]
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                raise ScenarioError(f"cost_model.{key}", value, "a finite number of nanoseconds >= 0")
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not math.isfinite(value)
+                or value < 0
+            ):
+                raise ScenarioError(
+                    f"cost_model.{key}", value, "a finite number of nanoseconds >= 0"
+                )
             ps[key[:-3] + "_ps"] = round(value * 1000)
         return cls(
             name=str(data.get("name", name)),
@@ -109,3 +120,35 @@ def load_cost_model(model: str | Path | CostModel | dict = DEFAULT_COST_MODEL) -
     if not isinstance(data, dict):
         raise ScenarioError("cost_model", str(model), "a YAML mapping of costs")
     return CostModel.from_mapping(data, path.stem)
+
+
+def event_counts(result, scenario) -> dict[str, int]:
+    """The events a cost model charges, derived from a ZapResult.
+
+    ``total_ps == sum(count * cost_ps)`` exactly, for every engine: the
+    calibration fits costs on these same counts, so the fit and the
+    simulation never disagree about what is counted.  Keys are the cost
+    names of COST_FIELDS.
+    """
+    present_cleared = result.leaf_zapped + result.tables_freed
+    # Present SPTEs cleared inside removed tables are those not cleared by
+    # the walk itself (one per operation).
+    nonpresent = result.removed_entries_scanned - (present_cleared - result.ops)
+    atomic = result.ops + result.removed_entries_scanned if scenario.mmu_lock == "read" else 0
+    return {
+        "visit_ns": result.visits,
+        "spte_clear_ns": present_cleared,
+        "nonpresent_entry_ns": nonpresent,
+        "accessed_writeback_ns": result.accessed_writebacks,
+        "dirty_writeback_ns": result.dirty_writebacks,
+        "removed_table_ns": result.tables_freed,
+        "atomic_write_ns": atomic,
+        "yield_ns": result.yields,
+        "flush_base_ns": result.tlb_flushes,
+        "flush_per_vcpu_ns": result.tlb_flushes * scenario.vcpus,
+    }
+
+
+def total_ps(counts: dict[str, int], model: CostModel) -> int:
+    """Exact total time of the given event counts under ``model``."""
+    return sum(n * getattr(model, key[:-3] + "_ps") for key, n in counts.items())

@@ -41,7 +41,6 @@ _STREAM_DIRTY = 3
 _STREAM_ORDER = 4
 
 
-
 def _splitmix64(z: np.ndarray) -> np.ndarray:
     """SplitMix64 finalizer on a uint64 array (wrapping arithmetic)."""
     z = z + np.uint64(0x9E3779B97F4A7C15)
@@ -125,11 +124,17 @@ def leaf_table_counts(scenario: Scenario, tables: np.ndarray | None = None) -> L
     return LeafTableCounts(entries, present, accessed, dirty)
 
 
-def leaf_table_entries(scenario: Scenario, table: int, counts: LeafTableCounts, i: int = 0) -> np.ndarray:
+def leaf_table_entries(
+    scenario: Scenario, table: int, counts: LeafTableCounts, i: int = 0
+) -> np.ndarray:
     """Entry codes (NONPRESENT/PRESENT/ACCESSED/DIRTY) of leaf table ``table``,
     whose counts are ``counts`` row ``i``; 512 codes, padded non-present."""
     n = int(counts.entries[i])
-    keys = keyed_bits(scenario.seed, _STREAM_ORDER, np.arange(n, dtype=np.uint64) + np.uint64(table * PTES_PER_TABLE))
+    keys = keyed_bits(
+        scenario.seed,
+        _STREAM_ORDER,
+        np.arange(n, dtype=np.uint64) + np.uint64(table * PTES_PER_TABLE),
+    )
     order = np.argsort(keys, kind="stable")
     codes = np.zeros(PTES_PER_TABLE, dtype=np.uint8)
     codes[order[: int(counts.present[i])]] = PRESENT

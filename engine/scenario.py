@@ -165,7 +165,7 @@ def _normalize_zap_levels(value: Any, paging_levels: int) -> tuple[str, ...]:
         if not 1 <= level <= paging_levels:
             raise ScenarioError("zap_levels", value, allowed)
         levels.append(level)
-    if any(b <= a for a, b in zip(levels, levels[1:])):
+    if any(b <= a for a, b in zip(levels, levels[1:], strict=False)):
         raise ScenarioError("zap_levels", value, "strictly ascending levels; " + allowed)
     if levels[-1] != paging_levels:
         raise ScenarioError("zap_levels", value, "a list ending at 'root'; " + allowed)
@@ -249,11 +249,19 @@ class Scenario:
             bits = DEFAULT_HOST_PHYS_BITS[self.paging_levels]
         s(self, "host_phys_bits", _check_int("host_phys_bits", bits, *HOST_PHYS_BITS_RANGE))
         _check_choice("resched", self.resched, RESCHED_POLICIES)
-        s(self, "resched_interval_us", _check_positive("resched_interval_us", self.resched_interval_us))
+        s(
+            self,
+            "resched_interval_us",
+            _check_positive("resched_interval_us", self.resched_interval_us),
+        )
         _check_choice("mmu_lock", self.mmu_lock, MMU_LOCK_MODES)
         if not isinstance(self.flush_on_yield, bool):
             raise ScenarioError("flush_on_yield", self.flush_on_yield, "true or false")
-        s(self, "rcu_stall_timeout_s", _check_positive("rcu_stall_timeout_s", self.rcu_stall_timeout_s))
+        s(
+            self,
+            "rcu_stall_timeout_s",
+            _check_positive("rcu_stall_timeout_s", self.rcu_stall_timeout_s),
+        )
         s(self, "seed", _check_int("seed", self.seed, 0, 2**63 - 1))
 
         page = level_bytes(self.leaf_level)
