@@ -196,11 +196,14 @@ def _check_int(name: str, value: Any, lo: int, hi: int | None = None) -> int:
     return value
 
 
-def _check_positive(name: str, value: Any) -> float | int:
+def _check_positive(name: str, value: Any, ps_per_unit: int) -> float | int:
+    """A positive finite duration that is at least one picosecond (the
+    engines' clock tick), so that it never rounds to zero."""
+    allowed = f"a finite number >= {1 / ps_per_unit:g} (one picosecond)"
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ScenarioError(name, value, "a positive finite number")
-    if not (math.isfinite(value) and value > 0):
-        raise ScenarioError(name, value, "a positive finite number")
+        raise ScenarioError(name, value, allowed)
+    if not (math.isfinite(value) and round(value * ps_per_unit) >= 1):
+        raise ScenarioError(name, value, allowed)
     return value
 
 
@@ -252,7 +255,7 @@ class Scenario:
         s(
             self,
             "resched_interval_us",
-            _check_positive("resched_interval_us", self.resched_interval_us),
+            _check_positive("resched_interval_us", self.resched_interval_us, 1_000_000),
         )
         _check_choice("mmu_lock", self.mmu_lock, MMU_LOCK_MODES)
         if not isinstance(self.flush_on_yield, bool):
@@ -260,7 +263,7 @@ class Scenario:
         s(
             self,
             "rcu_stall_timeout_s",
-            _check_positive("rcu_stall_timeout_s", self.rcu_stall_timeout_s),
+            _check_positive("rcu_stall_timeout_s", self.rcu_stall_timeout_s, 10**12),
         )
         s(self, "seed", _check_int("seed", self.seed, 0, 2**63 - 1))
 
@@ -276,6 +279,16 @@ class Scenario:
                 self.guest_memory,
                 f"at most 2^host_phys_bits = {format_memory(limit)} "
                 f"(host_phys_bits={self.host_phys_bits})",
+            )
+        # The root table maps 512 SPTEs of level_bytes(root); e.g. 4-level
+        # paging reaches 256TiB even when host_phys_bits allows more.
+        reach = PTES_PER_TABLE * level_bytes(self.root_level)
+        if self.guest_memory > reach:
+            raise ScenarioError(
+                "guest_memory",
+                self.guest_memory,
+                f"at most {format_memory(reach)}, what a {self.paging_levels}-level "
+                f"page table maps",
             )
 
     # Derived geometry -------------------------------------------------
