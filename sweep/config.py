@@ -1,0 +1,90 @@
+"""Structured-config schemas of the ``zapsweep`` Hydra app.
+
+Registered in Hydra's ConfigStore so a misspelt key or a value of the wrong
+type fails while the config is composed, before Ray starts, naming the key.
+The YAML under ``conf/`` only fills these in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+
+
+@dataclass
+class GridConfig:
+    """Values per Scenario field (an *axis*); cells are their Cartesian product.
+
+    ``zip`` lists groups of axes that move together (their value lists are
+    paired by position, so they must have equal lengths).  ``exclude`` lists
+    rules, each a mapping axis -> value (or list of values); a cell matching
+    every entry of a rule is left out.  Values compare as written in the grid.
+    """
+
+    paging_levels: list[int] = field(default_factory=lambda: [4])
+    guest_memory: list[str] = field(default_factory=lambda: ["1GiB"])
+    page_size: list[str] = field(default_factory=lambda: ["4K"])
+    populated_ratio: list[float] = field(default_factory=lambda: [1.0])
+    accessed_ratio: list[float] = field(default_factory=lambda: [1.0])
+    dirty_ratio: list[float] = field(default_factory=lambda: [0.5])
+    zap_levels: list[str] = field(default_factory=lambda: ["two_pass"])
+    vcpus: list[int] = field(default_factory=lambda: [1])
+    host_phys_bits: list[int | None] = field(default_factory=lambda: [None])
+    resched: list[str] = field(default_factory=lambda: ["tick"])
+    resched_interval_us: list[float] = field(default_factory=lambda: [1000.0])
+    mmu_lock: list[str] = field(default_factory=lambda: ["write"])
+    flush_on_yield: list[bool] = field(default_factory=lambda: [False])
+    rcu_stall_timeout_s: list[float] = field(default_factory=lambda: [21.0])
+    seed: list[int] = field(default_factory=lambda: [0])
+    zip: list[list[str]] = field(default_factory=list)
+    exclude: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class RayConfig:
+    """Where the cells run.
+
+    ``address: null`` starts an embedded local Ray (loopback, no dashboard)
+    unless ``RAY_ADDRESS`` is set; ``auto``, ``host:port`` or ``ray://...``
+    joins an existing cluster and ships this code with a runtime environment.
+    """
+
+    address: str | None = None
+    num_cpus: int | None = None  # local Ray only; null = all cores
+    object_store_memory: int | None = None  # local Ray only, bytes
+    max_retries: int = 3  # re-runs of a batch whose worker died
+
+
+@dataclass
+class BatchConfig:
+    """How cells are grouped into Ray tasks and how many run at once."""
+
+    size: int | None = None  # cells per Ray task; null = auto (at most 64)
+    max_in_flight: int | None = None  # null = 2 x the cluster's CPUs
+
+
+@dataclass
+class ProgressConfig:
+    bar: bool | None = None  # null = a bar on a terminal, log lines otherwise
+    log_interval_s: float = 10.0
+
+
+@dataclass
+class SweepConfig:
+    grid: GridConfig = field(default_factory=GridConfig)
+    engine: str = "fast"
+    cost_model: str = "seed-2022"
+    ray: RayConfig = field(default_factory=RayConfig)
+    batch: BatchConfig = field(default_factory=BatchConfig)
+    progress: ProgressConfig = field(default_factory=ProgressConfig)
+    results_dir: str = "results"  # inside the run directory
+    report: bool = True  # write the report after the sweep (zapsweep-report)
+
+
+def register_configs() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="sweep_schema", node=SweepConfig)
+    cs.store(group="grid", name="grid_schema", node=GridConfig)
+    cs.store(group="ray", name="ray_schema", node=RayConfig)
