@@ -1,0 +1,339 @@
+"""Aggregate a results dataset: per-group latencies, verdicts, price of safety.
+
+Every function takes a run directory, a ``results/`` dataset (hive-partitioned
+by ``paging_levels`` and ``strategy``), a single Parquet file, or a
+``polars.LazyFrame`` already scanned from one, and works on a lazy scan so
+that only the columns an aggregate needs are read.
+
+Rows whose ``status`` is not ``"ok"`` are never results: they count in the
+``errors`` columns and in :func:`error_rows`, nowhere else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import polars as pl
+
+from engine import SCENARIO_FIELDS
+
+DEFAULT_GROUP_KEYS: tuple[str, ...] = (
+    "strategy",
+    "paging_levels",
+    "page_size",
+    "guest_memory",
+    "dirty_ratio",
+    "vcpus",
+    "flush_on_yield",
+    "resched",
+    "mmu_lock",
+)
+# Verdicts and the price of safety are judged per paging depth and page size.
+VERDICT_KEYS: tuple[str, ...] = ("paging_levels", "page_size", "strategy")
+# The two hive partition columns come from directory names, not from the files.
+HIVE_SCHEMA = {"paging_levels": pl.Int64, "strategy": pl.String}
+# Display order: the kernel before the seed's patch, the patch, Linux >= 6.9, the reply.
+STRATEGY_ORDER: tuple[str, ...] = ("root", "two_pass", "upstream", "per_level")
+BASELINE_STRATEGY = "root"
+# Cells of two strategies are the same cell when all of these match (plus
+# engine and cost model, so that a mixed dataset never pairs different models).
+CELL_MATCH_KEYS: tuple[str, ...] = tuple(f for f in SCENARIO_FIELDS if f != "zap_levels") + (
+    "engine",
+    "cost_model",
+)
+SUMMARY_COLUMNS: tuple[str, ...] = (
+    "cells",
+    "errors",
+    "worst_max_op_ns",
+    "p99_max_op_ns",
+    "median_max_op_ns",
+    "worst_max_rcu_hold_ns",
+    "stalls",
+    "median_total_ns",
+    "median_visits",
+    "median_yields",
+)
+# Percentiles interpolate linearly between order statistics (numpy's and
+# DuckDB's quantile_cont default), so they can be checked by hand.
+QUANTILE_METHOD = "linear"
+
+Source = str | Path | pl.LazyFrame
+
+OK = pl.col("status") == "ok"
+
+
+# --------------------------------------------------------------------------- locating data
+
+
+def dataset_path(path: str | Path) -> Path:
+    """The Parquet dataset of ``path``: ``<run_dir>/results`` or ``path`` itself."""
+    p = Path(path)
+    if (p / "results").is_dir():
+        return p / "results"
+    if not p.exists():
+        raise FileNotFoundError(f"no run directory or results dataset at {p}")
+    return p
+
+
+def output_dir(path: str | Path) -> Path:
+    """Where a report of ``path`` goes: the run dir, or next to a results dataset."""
+    p = Path(path)
+    if (p / "results").is_dir():
+        return p
+    return dataset_path(p).parent
+
+
+def scan_results(source: Source) -> pl.LazyFrame:
+    """Lazy scan of a results dataset (or pass a LazyFrame through)."""
+    if isinstance(source, pl.LazyFrame):
+        return source
+    ds = dataset_path(source)
+    if ds.is_file():
+        return pl.scan_parquet(ds)
+    files = sorted(ds.rglob("*.parquet"))
+    if not files:
+        raise FileNotFoundError(f"no Parquet files under {ds}")
+    return pl.scan_parquet(
+        ds / "**" / "*.parquet",
+        hive_partitioning=True,
+        hive_schema=HIVE_SCHEMA,
+        missing_columns="insert",
+    )
+
+
+def strategy_rank() -> pl.Expr:
+    """Sort key putting the four named strategies first, in STRATEGY_ORDER."""
+    rank = pl.col("strategy").replace_strict(
+        {s: i for i, s in enumerate(STRATEGY_ORDER)},
+        default=len(STRATEGY_ORDER),
+        return_dtype=pl.Int32,
+    )
+    return rank.alias("_strategy_rank")
+
+
+def sort_groups(lf: pl.LazyFrame, keys: Sequence[str]) -> pl.LazyFrame:
+    keys = list(keys)
+    if "strategy" not in keys:
+        return lf.sort(keys, nulls_last=True)
+    order = [("_strategy_rank" if k == "strategy" else k) for k in keys] + ["strategy"]
+    return lf.with_columns(strategy_rank()).sort(order, nulls_last=True).drop("_strategy_rank")
+
+
+# --------------------------------------------------------------------------- summary
+
+
+def summarize(source: Source, group_keys: Sequence[str] = DEFAULT_GROUP_KEYS) -> pl.DataFrame:
+    """Per-group aggregates of a results dataset (the content of summary.parquet).
+
+    Per group: ``cells`` (ok results), ``errors``, worst / p99 / median
+    ``max_op_ns``, worst ``max_rcu_hold_ns``, ``stalls`` (cells with
+    ``rcu_stall``), median ``total_ns``, ``visits`` and ``yields``. A group
+    holding only errors has ``cells == 0`` and null aggregates.
+    """
+    keys = list(group_keys)
+    if not keys:
+        raise ValueError("group_keys must name at least one column")
+    lf = scan_results(source)
+    missing = [k for k in keys if k not in lf.collect_schema().names()]
+    if missing:
+        raise ValueError(f"unknown group keys {missing}: not columns of the results dataset")
+
+    def ok(name: str) -> pl.Expr:
+        return pl.col(name).filter(OK)
+
+    agg = lf.group_by(keys).agg(
+        OK.sum().cast(pl.Int64).alias("cells"),
+        (~OK).sum().cast(pl.Int64).alias("errors"),
+        ok("max_op_ns").max().alias("worst_max_op_ns"),
+        ok("max_op_ns").quantile(0.99, QUANTILE_METHOD).alias("p99_max_op_ns"),
+        ok("max_op_ns").median().alias("median_max_op_ns"),
+        ok("max_rcu_hold_ns").max().alias("worst_max_rcu_hold_ns"),
+        ok("rcu_stall").sum().cast(pl.Int64).alias("stalls"),
+        ok("total_ns").median().alias("median_total_ns"),
+        ok("visits").median().alias("median_visits"),
+        ok("yields").median().alias("median_yields"),
+    )
+    return sort_groups(agg, keys).collect()
+
+
+# --------------------------------------------------------------------------- verdicts
+
+
+def memory_curve(source: Source) -> pl.DataFrame:
+    """Worst case per paging depth, page size, strategy and guest memory (ok cells).
+
+    The curve behind the verdicts and the latency-vs-memory plot.
+    """
+    keys = [*VERDICT_KEYS, "guest_memory"]
+    agg = (
+        scan_results(source)
+        .filter(OK)
+        .group_by(keys)
+        .agg(
+            pl.len().cast(pl.Int64).alias("cells"),
+            pl.col("max_op_ns").max().alias("worst_max_op_ns"),
+            pl.col("max_rcu_hold_ns").max().alias("worst_max_rcu_hold_ns"),
+            pl.col("rcu_stall").sum().cast(pl.Int64).alias("stalls"),
+            pl.col("total_ns").median().alias("median_total_ns"),
+        )
+    )
+    return sort_groups(agg, keys).collect()
+
+
+def verdicts(source: Source, budget_ms: float = 100.0) -> pl.DataFrame:
+    """Per paging depth, page size and strategy: how large a guest stays safe.
+
+    The worst operation of a guest memory is the largest ``max_op_ns`` over
+    every ok cell of that memory (all other scenario fields included).
+
+    - ``under_budget_up_to``: the largest tested guest memory such that it, and
+      every smaller tested memory, has its worst operation strictly under the
+      budget (null when even the smallest is over);
+    - ``over_budget_from``: the smallest tested memory over budget (null if none);
+    - ``stall_free_up_to`` / ``stalls_from``: the same for cells with an RCU stall;
+    - ``largest_memory`` and ``worst_op_at_largest_ns`` / ``stall_at_largest``:
+      the verdict at the largest guest tested.
+
+    With results monotone in guest memory ``under_budget_up_to`` and
+    ``over_budget_from`` are neighbours in the grid; otherwise the first is
+    the conservative answer and the second shows where it broke.
+    """
+    budget_ns = budget_ms * 1e6
+    lf = scan_results(source)
+    curve = memory_curve(lf).lazy()
+    group = list(VERDICT_KEYS)
+    flagged = curve.sort("guest_memory").with_columns(
+        (pl.col("worst_max_op_ns") >= budget_ns).alias("_over"),
+        (pl.col("stalls") > 0).alias("_stall"),
+    )
+    flagged = flagged.with_columns(
+        pl.col("_over").cast(pl.Int8).cum_max().over(group).cast(pl.Boolean).alias("_over_seen"),
+        pl.col("_stall").cast(pl.Int8).cum_max().over(group).cast(pl.Boolean).alias("_stall_seen"),
+    )
+    mem = pl.col("guest_memory")
+    per_group = flagged.group_by(group).agg(
+        pl.col("cells").sum().alias("cells"),
+        mem.max().alias("largest_memory"),
+        pl.col("worst_max_op_ns").max().alias("worst_max_op_ns"),
+        pl.col("worst_max_rcu_hold_ns").max().alias("worst_max_rcu_hold_ns"),
+        pl.col("stalls").sum().alias("stalls"),
+        pl.col("worst_max_op_ns").sort_by(mem).last().alias("worst_op_at_largest_ns"),
+        pl.col("_stall").sort_by(mem).last().alias("stall_at_largest"),
+        mem.filter(~pl.col("_over_seen")).max().alias("under_budget_up_to"),
+        mem.filter(pl.col("_over")).min().alias("over_budget_from"),
+        mem.filter(~pl.col("_stall_seen")).max().alias("stall_free_up_to"),
+        mem.filter(pl.col("_stall")).min().alias("stalls_from"),
+    )
+    errors = lf.group_by(group).agg((~OK).sum().cast(pl.Int64).alias("errors"))
+    out = (
+        errors.join(per_group, on=group, how="left")
+        .with_columns(pl.col("cells").fill_null(0), pl.col("stalls").fill_null(0))
+        .select(
+            *group,
+            "cells",
+            "errors",
+            "largest_memory",
+            "worst_max_op_ns",
+            "worst_max_rcu_hold_ns",
+            "stalls",
+            "worst_op_at_largest_ns",
+            "stall_at_largest",
+            "under_budget_up_to",
+            "over_budget_from",
+            "stall_free_up_to",
+            "stalls_from",
+        )
+    )
+    return sort_groups(out, group).collect()
+
+
+def price_of_safety(source: Source, baseline: str = BASELINE_STRATEGY) -> pl.DataFrame:
+    """Total time of each strategy relative to ``baseline`` on the same cells.
+
+    A cell of strategy S is paired with the baseline cell that matches it on
+    every field of CELL_MATCH_KEYS present in the dataset (every scenario
+    field but ``zap_levels``, plus engine and cost model). Per paging depth,
+    page size and strategy: ``pairs``, the median / min / max of
+    ``total_ns / baseline total_ns`` and ``total_ratio`` = sum over pairs of
+    total_ns / sum of baseline total_ns.
+    """
+    lf = scan_results(source)
+    names = lf.collect_schema().names()
+    keys = [k for k in CELL_MATCH_KEYS if k in names]
+    ok = lf.filter(OK).select(*keys, "strategy", "total_ns")
+    base = ok.filter(pl.col("strategy") == baseline).select(
+        *keys, pl.col("total_ns").alias("baseline_total_ns")
+    )
+    pairs = (
+        ok.filter(pl.col("strategy") != baseline)
+        .join(base, on=keys, how="inner", nulls_equal=True)
+        .with_columns((pl.col("total_ns") / pl.col("baseline_total_ns")).alias("ratio"))
+    )
+    group = list(VERDICT_KEYS)
+    agg = pairs.group_by(group).agg(
+        pl.len().cast(pl.Int64).alias("pairs"),
+        pl.col("ratio").median().alias("median_ratio"),
+        pl.col("ratio").min().alias("min_ratio"),
+        pl.col("ratio").max().alias("max_ratio"),
+        (pl.col("total_ns").sum() / pl.col("baseline_total_ns").sum()).alias("total_ratio"),
+    )
+    return sort_groups(agg, group).collect()
+
+
+# --------------------------------------------------------------------------- errors, heatmap
+
+
+ERROR_COLUMNS: tuple[str, ...] = (
+    "cell_id",
+    "paging_levels",
+    "page_size",
+    "strategy",
+    "guest_memory",
+    "error",
+)
+
+
+def error_rows(source: Source, limit: int | None = None) -> pl.DataFrame:
+    """The cells that failed (status != "ok"), with their error messages."""
+    lf = scan_results(source)
+    names = lf.collect_schema().names()
+    cols = [c for c in ERROR_COLUMNS if c in names]
+    order = [c for c in (*VERDICT_KEYS, "guest_memory", "cell_id") if c in cols]
+    out = sort_groups(lf.filter(~OK).select(cols), order)
+    if limit is not None:
+        out = out.head(limit)
+    return out.collect()
+
+
+def error_count(source: Source) -> int:
+    return int(scan_results(source).select((~OK).sum()).collect().item())
+
+
+def rcu_hold_grid(source: Source) -> pl.DataFrame:
+    """Worst ``max_rcu_hold_ns`` per strategy, flush_on_yield, vCPUs and dirty ratio."""
+    keys = ["strategy", "flush_on_yield", "vcpus", "dirty_ratio"]
+    agg = (
+        scan_results(source)
+        .filter(OK)
+        .group_by(keys)
+        .agg(pl.col("max_rcu_hold_ns").max().alias("worst_max_rcu_hold_ns"))
+    )
+    return sort_groups(agg, keys).collect()
+
+
+def distinct_values(source: Source, columns: Sequence[str]) -> dict[str, list]:
+    """Distinct values of a few provenance columns (engine, cost model...)."""
+    lf = scan_results(source)
+    names = lf.collect_schema().names()
+    out: dict[str, list] = {}
+    for c in columns:
+        if c in names:
+            out[c] = sorted(
+                lf.select(pl.col(c).drop_nulls().unique()).collect().to_series().to_list()
+            )
+    return out
+
+
+def row_count(source: Source) -> int:
+    return int(scan_results(source).select(pl.len()).collect().item())

@@ -1,0 +1,240 @@
+"""Aggregates, verdicts and price of safety against hand-computed numbers.
+
+The datasets are written with pyarrow (tests/report_data.py), not by the engine.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+from report_data import GIB, MS, TIB, S, error_row, row, write_dataset
+
+from sweep import summary
+
+
+def _groups(rows: list[dict]) -> dict:
+    return {r["strategy"]: r for r in rows}
+
+
+@pytest.fixture(scope="module")
+def known(tmp_path_factory):
+    """A run dir with four summary groups (paging 4, 4K, 1 GiB, default fields)."""
+    run = tmp_path_factory.mktemp("known")
+    rows = [
+        # root: 4 ok cells, seeds 0..3
+        *[
+            row(
+                strategy="root",
+                seed=i,
+                max_op_ns=op * MS,
+                max_rcu_hold_ns=hold * MS,
+                total_ns=tot * MS,
+                visits=v,
+                yields=y,
+            )
+            for i, (op, hold, tot, v, y) in enumerate(
+                [
+                    (10, 15, 100, 128, 0),
+                    (20, 25, 200, 128, 0),
+                    (30, 35, 300, 255, 127),
+                    (40, 45, 400, 255, 127),
+                ]
+            )
+        ],
+        # two_pass: 3 ok cells and 2 errors that must not count
+        row(strategy="two_pass", seed=0, max_op_ns=5 * MS, max_rcu_hold_ns=22 * S,
+            rcu_stall=True, total_ns=300 * MS, visits=768, yields=0),
+        row(strategy="two_pass", seed=1, max_op_ns=7 * MS, max_rcu_hold_ns=1 * S,
+            total_ns=100 * MS, visits=2044, yields=765),
+        row(strategy="two_pass", seed=2, max_op_ns=6 * MS, max_rcu_hold_ns=2 * S,
+            total_ns=200 * MS, visits=1000, yields=100),
+        error_row(strategy="two_pass", seed=3),
+        error_row(nulls=False, strategy="two_pass", seed=4, max_op_ns=999 * S,
+                  max_rcu_hold_ns=999 * S, rcu_stall=True, total_ns=1 * MS, visits=1,
+                  yields=9999),
+        # per_level with 8 vCPUs: only an error
+        error_row(nulls=False, strategy="per_level", vcpus=8, max_op_ns=999 * S),
+        # a custom level list, stored under strategy=2M%2Croot
+        row(strategy="2M,root", max_op_ns=3 * MS, max_rcu_hold_ns=4 * MS, total_ns=9 * MS,
+            visits=600, yields=2),
+    ]  # fmt: skip
+    write_dataset(rows, run / "results")
+    return run
+
+
+def test_summary_aggregates(known):
+    df = summary.summarize(known)
+    assert df.columns == [*summary.DEFAULT_GROUP_KEYS, *summary.SUMMARY_COLUMNS]
+    assert df["strategy"].to_list() == ["root", "two_pass", "per_level", "2M,root"]
+    g = _groups(df.to_dicts())
+
+    root = g["root"]
+    assert (root["cells"], root["errors"], root["stalls"]) == (4, 0, 0)
+    assert root["worst_max_op_ns"] == 40 * MS
+    # linear p99 of 10,20,30,40 ms: 30 + 0.97 * 10
+    assert root["p99_max_op_ns"] == pytest.approx(39.7 * MS, rel=1e-12)
+    assert root["median_max_op_ns"] == 25 * MS
+    assert root["worst_max_rcu_hold_ns"] == 45 * MS
+    assert root["median_total_ns"] == 250 * MS
+    assert (root["median_visits"], root["median_yields"]) == (191.5, 63.5)
+    assert root["guest_memory"] == GIB and root["paging_levels"] == 4
+
+    two = g["two_pass"]  # the two errors hold 999 s, a stall, 1 visit, 9999 yields
+    assert (two["cells"], two["errors"], two["stalls"]) == (3, 2, 1)
+    assert two["worst_max_op_ns"] == 7 * MS
+    assert two["p99_max_op_ns"] == pytest.approx(6.98 * MS, rel=1e-12)
+    assert two["median_max_op_ns"] == 6 * MS
+    assert two["worst_max_rcu_hold_ns"] == 22 * S
+    assert two["median_total_ns"] == 200 * MS
+    assert (two["median_visits"], two["median_yields"]) == (1000, 100)
+
+    err = g["per_level"]
+    assert (err["cells"], err["errors"], err["stalls"], err["vcpus"]) == (0, 1, 0, 8)
+    for c in ("worst_max_op_ns", "p99_max_op_ns", "median_total_ns", "worst_max_rcu_hold_ns"):
+        assert err[c] is None
+
+    custom = g["2M,root"]
+    assert (custom["cells"], custom["worst_max_op_ns"], custom["p99_max_op_ns"]) == (
+        1,
+        3 * MS,
+        3 * MS,
+    )
+
+
+def test_summary_group_keys_configurable(known):
+    df = summary.summarize(known / "results", group_keys=["strategy"])
+    assert df.columns == ["strategy", *summary.SUMMARY_COLUMNS]
+    g = _groups(df.to_dicts())
+    assert (g["root"]["cells"], g["two_pass"]["cells"], g["per_level"]["cells"]) == (4, 3, 0)
+    assert g["two_pass"]["errors"] == 2
+
+    by_depth = summary.summarize(known, group_keys=["paging_levels"])
+    assert by_depth.to_dicts()[0]["cells"] == 8
+    assert by_depth.to_dicts()[0]["errors"] == 3
+    assert by_depth.to_dicts()[0]["worst_max_op_ns"] == 40 * MS
+
+    with pytest.raises(ValueError, match="nonexistent"):
+        summary.summarize(known, group_keys=["strategy", "nonexistent"])
+
+
+def test_missing_dataset(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        summary.summarize(tmp_path / "nope")
+    (tmp_path / "results").mkdir()
+    with pytest.raises(FileNotFoundError, match="no Parquet files"):
+        summary.summarize(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory):
+    """5-level guests of 1, 4 and 16 TiB for the verdicts and the price of safety."""
+    run = tmp_path_factory.mktemp("shapes")
+    five = {"paging_levels": 5}
+    rows = []
+    # (strategy, memory TiB, max_op ms, rcu hold s, stall, total ms, extra fields)
+    for strategy, tib, op, hold, stall, total, extra in [
+        ("root", 1, 50, 0.05, False, 1000, {}),
+        ("root", 4, 200, 10, False, 4000, {}),
+        ("root", 4, 300, 12, False, 5000, {"dirty_ratio": 1.0}),  # no two_pass partner
+        ("root", 16, 800, 30, True, 16000, {}),
+        ("two_pass", 1, 40, 0.04, False, 1100, {}),
+        ("two_pass", 4, 60, 0.06, False, 4800, {}),
+        ("two_pass", 16, 90, 0.09, False, 24000, {}),
+        ("two_pass", 1, 30, 0.03, False, 999, {"vcpus": 8}),  # no root partner
+        ("upstream", 1, 20, 0.02, False, 2000, {}),
+        ("upstream", 4, 150, 0.15, False, 8000, {}),  # over budget, then under again
+        ("upstream", 16, 90, 0.09, False, 48000, {}),
+        ("root", 1, 120, 1, False, 500, {"page_size": "2M"}),
+        ("root", 4, 130, 25, True, 2000, {"page_size": "2M"}),
+    ]:
+        rows.append(
+            row(
+                **five,
+                strategy=strategy,
+                guest_memory=tib * TIB,
+                max_op_ns=op * MS,
+                max_rcu_hold_ns=int(hold * S),
+                rcu_stall=stall,
+                total_ns=total * MS,
+                **extra,
+            )
+        )
+    # Errors: a bigger guest that must not extend the verdict, and a cell that
+    # matches root 1 TiB exactly and must not pair with anything.
+    rows.append(error_row(nulls=False, **five, strategy="root", guest_memory=64 * TIB))
+    rows.append(
+        error_row(nulls=False, **five, strategy="root", guest_memory=1 * TIB, total_ns=1 * MS)
+    )
+    write_dataset(rows, run / "results", files=3)
+    return run
+
+
+def _verdicts(run, budget_ms=100.0) -> dict:
+    df = summary.verdicts(run, budget_ms)
+    return {(r["paging_levels"], r["page_size"], r["strategy"]): r for r in df.to_dicts()}
+
+
+def test_verdicts(shapes):
+    v = _verdicts(shapes)
+    assert list(v) == [(5, "2M", "root"), (5, "4K", "root"), (5, "4K", "two_pass"),
+                       (5, "4K", "upstream")]  # fmt: skip
+    root = v[5, "4K", "root"]
+    assert (root["cells"], root["errors"], root["stalls"]) == (4, 2, 1)
+    assert root["largest_memory"] == 16 * TIB
+    assert root["worst_max_op_ns"] == 800 * MS
+    assert root["worst_max_rcu_hold_ns"] == 30 * S
+    assert (root["worst_op_at_largest_ns"], root["stall_at_largest"]) == (800 * MS, True)
+    assert (root["under_budget_up_to"], root["over_budget_from"]) == (1 * TIB, 4 * TIB)
+    assert (root["stall_free_up_to"], root["stalls_from"]) == (4 * TIB, 16 * TIB)
+
+    two = v[5, "4K", "two_pass"]
+    assert (two["cells"], two["errors"], two["stalls"]) == (4, 0, 0)
+    assert (two["largest_memory"], two["worst_op_at_largest_ns"]) == (16 * TIB, 90 * MS)
+    assert (two["under_budget_up_to"], two["over_budget_from"]) == (16 * TIB, None)
+    assert (two["stall_free_up_to"], two["stalls_from"]) == (16 * TIB, None)
+
+    up = v[5, "4K", "upstream"]  # 150 ms at 4 TiB: safe only up to 1 TiB
+    assert (up["under_budget_up_to"], up["over_budget_from"]) == (1 * TIB, 4 * TIB)
+    assert (up["worst_max_op_ns"], up["worst_op_at_largest_ns"]) == (150 * MS, 90 * MS)
+
+    huge = v[5, "2M", "root"]  # even the smallest guest is over budget
+    assert (huge["under_budget_up_to"], huge["over_budget_from"]) == (None, 1 * TIB)
+    assert (huge["stall_free_up_to"], huge["stalls_from"]) == (1 * TIB, 4 * TIB)
+
+
+def test_verdicts_budget_is_configurable_and_strict(shapes):
+    v = _verdicts(shapes, budget_ms=350)
+    assert v[5, "4K", "root"]["under_budget_up_to"] == 4 * TIB  # worst at 4 TiB is 300 ms
+    assert v[5, "4K", "root"]["over_budget_from"] == 16 * TIB
+    v = _verdicts(shapes, budget_ms=90)  # two_pass reaches exactly 90 ms at 16 TiB
+    assert v[5, "4K", "two_pass"]["under_budget_up_to"] == 4 * TIB
+    assert v[5, "4K", "two_pass"]["over_budget_from"] == 16 * TIB
+
+
+def test_price_of_safety(shapes):
+    df = summary.price_of_safety(shapes)
+    p = {(r["page_size"], r["strategy"]): r for r in df.to_dicts()}
+    assert list(p) == [("4K", "two_pass"), ("4K", "upstream")]
+    two = p["4K", "two_pass"]  # 1100/1000, 4800/4000, 24000/16000
+    assert two["pairs"] == 3
+    assert two["median_ratio"] == pytest.approx(1.2)
+    assert (two["min_ratio"], two["max_ratio"]) == (pytest.approx(1.1), pytest.approx(1.5))
+    assert two["total_ratio"] == pytest.approx(29900 / 21000)
+    up = p["4K", "upstream"]  # 2000/1000, 8000/4000, 48000/16000
+    assert (up["pairs"], up["median_ratio"], up["max_ratio"]) == (3, 2.0, 3.0)
+    assert up["total_ratio"] == pytest.approx(58000 / 21000)
+
+
+def test_error_rows(shapes, known):
+    errs = summary.error_rows(shapes)
+    assert errs.height == 2 and summary.error_count(shapes) == 2
+    assert errs["guest_memory"].to_list() == [1 * TIB, 64 * TIB]
+    assert set(errs["error"].to_list()) == {"RuntimeError: simulated failure"}
+    assert summary.error_count(known) == 3
+    assert summary.error_rows(known, limit=1).height == 1
+
+
+def test_scan_reads_only_needed_columns(known):
+    plan = summary.scan_results(known).group_by("strategy").agg(pl.col("max_op_ns").max())
+    text = plan.explain()
+    assert "cell_id" not in text and "worker" not in text
