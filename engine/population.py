@@ -9,9 +9,11 @@ counter-based generator keyed by ``(seed, stream, index)``:
    ``accessed ~ Bin(present, accessed_ratio)`` and
    ``dirty ~ Bin(accessed, dirty_ratio / accessed_ratio)``, each by inverting
    the binomial CDF at one keyed uniform;
-2. per entry, a keyed random order of the table's entries: the first
-   ``dirty`` entries in that order are dirty (and accessed, present), the next
-   ``accessed - dirty`` accessed, the next ``present - accessed`` present.
+2. per entry, a rank from a keyed permutation of the table's entries: the
+   entries ranked below ``dirty`` are dirty (and accessed, present), those
+   below ``accessed`` accessed, those below ``present`` present.  For a full
+   table the permutation is a keyed bijection of 9-bit indices, so the rank
+   of any one entry costs O(1) and the fast engine can read single entries.
 
 So each present leaf is accessed with probability ``accessed_ratio`` and dirty
 with probability ``dirty_ratio`` (a dirty leaf is always accessed), and the
@@ -124,20 +126,49 @@ def leaf_table_counts(scenario: Scenario, tables: np.ndarray | None = None) -> L
     return LeafTableCounts(entries, present, accessed, dirty)
 
 
+def _rank_bijection(key: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """A keyed permutation of 0..511: rounds of an odd multiply-add and a
+    xorshift, each a bijection on 9 bits.  ``key`` broadcasts against ``j``."""
+    x = j.astype(np.uint64)
+    mask = np.uint64(PTES_PER_TABLE - 1)
+    for r in range(4):
+        mul = ((key >> np.uint64(16 * r)) & np.uint64(0xFF)) * np.uint64(2) + np.uint64(1)
+        add = (key >> np.uint64(16 * r + 7)) & mask
+        x = (x * mul + add) & mask
+        x ^= x >> np.uint64(4)
+    return x.astype(np.int64)
+
+
+def leaf_entry_ranks(seed: int, table: int, n_entries: int, j: np.ndarray) -> np.ndarray:
+    """Rank (0 = first to be present/accessed/dirty) of entries ``j`` of leaf
+    table ``table`` which maps ``n_entries`` guest leaves."""
+    key = keyed_bits(seed, _STREAM_ORDER, np.array([table], dtype=np.uint64))
+    if n_entries == PTES_PER_TABLE:
+        return _rank_bijection(key, np.asarray(j))
+    # A partial table (the guest's last): rank among the entries that exist.
+    perm = _rank_bijection(key, np.arange(PTES_PER_TABLE))[:n_entries]
+    ranks = np.empty(n_entries, dtype=np.int64)
+    ranks[np.argsort(perm, kind="stable")] = np.arange(n_entries)
+    return ranks[np.asarray(j)]
+
+
+def codes_from_ranks(ranks: np.ndarray, present: int, accessed: int, dirty: int) -> np.ndarray:
+    codes = np.zeros(ranks.shape, dtype=np.uint8)
+    codes[ranks < present] = PRESENT
+    codes[ranks < accessed] = ACCESSED
+    codes[ranks < dirty] = DIRTY
+    return codes
+
+
 def leaf_table_entries(
     scenario: Scenario, table: int, counts: LeafTableCounts, i: int = 0
 ) -> np.ndarray:
     """Entry codes (NONPRESENT/PRESENT/ACCESSED/DIRTY) of leaf table ``table``,
     whose counts are ``counts`` row ``i``; 512 codes, padded non-present."""
     n = int(counts.entries[i])
-    keys = keyed_bits(
-        scenario.seed,
-        _STREAM_ORDER,
-        np.arange(n, dtype=np.uint64) + np.uint64(table * PTES_PER_TABLE),
-    )
-    order = np.argsort(keys, kind="stable")
     codes = np.zeros(PTES_PER_TABLE, dtype=np.uint8)
-    codes[order[: int(counts.present[i])]] = PRESENT
-    codes[order[: int(counts.accessed[i])]] = ACCESSED
-    codes[order[: int(counts.dirty[i])]] = DIRTY
+    ranks = leaf_entry_ranks(scenario.seed, table, n, np.arange(n))
+    codes[:n] = codes_from_ranks(
+        ranks, int(counts.present[i]), int(counts.accessed[i]), int(counts.dirty[i])
+    )
     return codes
