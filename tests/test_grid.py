@@ -1,0 +1,181 @@
+"""Grid expansion: product, zip, exclude, overrides, dropped invalid cells."""
+
+from __future__ import annotations
+
+import pytest
+from hydra import compose, initialize_config_module
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
+from omegaconf.errors import ValidationError
+
+from engine import SCENARIO_FIELDS
+from sweep.config import GridConfig, register_configs
+from sweep.grid import GridCounts, GridError, combinations, expand, grid_axes, grid_size
+
+register_configs()
+
+
+def _compose(*overrides: str):
+    with initialize_config_module(config_module="conf", version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+def test_grid_axes_are_the_scenario_fields():
+    axes = [f for f in GridConfig.__dataclass_fields__ if f not in ("zip", "exclude")]
+    assert axes == list(SCENARIO_FIELDS)
+
+
+def test_product_of_axes_last_axis_fastest():
+    grid = {"vcpus": [1, 2, 3], "dirty_ratio": [0.0, 1.0], "seed": [7]}
+    cells = list(combinations(grid))
+    assert grid_size(grid) == 6
+    assert len(cells) == 6
+    # Axes in Scenario field order: dirty_ratio before vcpus before seed.
+    assert [(c["dirty_ratio"], c["vcpus"]) for c in cells] == [
+        (0.0, 1), (0.0, 2), (0.0, 3), (1.0, 1), (1.0, 2), (1.0, 3)
+    ]  # fmt: skip
+    assert all(c["seed"] == 7 for c in cells)
+
+
+def test_zip_group_moves_together():
+    grid = {
+        "guest_memory": ["1GiB", "2GiB", "4GiB"],
+        "vcpus": [1, 2, 4],
+        "seed": [0, 1],
+        "zip": [["guest_memory", "vcpus"]],
+    }
+    cells = list(combinations(grid))
+    assert grid_size(grid) == 6
+    assert {(c["guest_memory"], c["vcpus"]) for c in cells} == {
+        ("1GiB", 1), ("2GiB", 2), ("4GiB", 4)
+    }  # fmt: skip
+    assert sorted(c["seed"] for c in cells) == [0, 0, 0, 1, 1, 1]
+
+
+@pytest.mark.parametrize(
+    ("grid", "key"),
+    [
+        ({"vcpus": [1, 2], "seed": [0], "zip": [["vcpus", "seed"]]}, "zip[0]"),
+        ({"vcpus": [1], "zip": [["vcpus", "nope"]]}, "zip[0]"),
+        ({"vcpus": [1], "seed": [0], "zip": [["vcpus"], ["vcpus", "seed"]]}, "zip[1]"),
+        ({"vcpus": [1], "exclude": [{"vcpu": 1}]}, "exclude[0]"),
+        ({"vcpus": []}, "vcpus"),
+        ({"vcpu": [1]}, "vcpu"),
+    ],
+)
+def test_malformed_grid_names_the_key(grid, key):
+    with pytest.raises(GridError) as err:
+        grid_axes(grid)
+    assert err.value.key == key
+    assert f"grid.{key}" in str(err.value)
+
+
+def test_exclude_rules_match_every_entry_and_lists():
+    grid = {
+        "paging_levels": [4, 5],
+        "zap_levels": ["root", "two_pass", "upstream"],
+        "vcpus": [1, 8],
+        "exclude": [
+            {"paging_levels": 4, "zap_levels": "upstream"},  # both entries must match
+            {"vcpus": [8], "zap_levels": ["root", "two_pass"]},  # lists: any of
+        ],
+    }
+    counts = GridCounts()
+    cells = [(s.paging_levels, s.strategy, s.vcpus) for s in expand(grid, counts)]
+    assert counts.combinations == 12
+    assert counts.excluded == 2 + 4  # (4, upstream, {1,8}) and ({4,5}, {root,two_pass}, 8)
+    assert (4, "upstream", 1) not in cells and (4, "per_level", 1) not in cells
+    assert (5, "upstream", 1) in cells and (5, "upstream", 8) in cells
+    assert not [c for c in cells if c[2] == 8 and c[1] in ("root", "two_pass")]
+    assert len(cells) == counts.valid == 6
+
+
+def test_invalid_cells_are_dropped_and_counted_by_field():
+    grid = {
+        "paging_levels": [4, 5],
+        "zap_levels": ["512G,root", "root"],  # 512G needs 5-level paging
+        "accessed_ratio": [0.5],
+        "dirty_ratio": [0.25, 1.0],  # dirty above accessed is impossible
+    }
+    counts = GridCounts()
+    scenarios = list(expand(grid, counts))
+    assert counts.combinations == 8
+    # Scenario checks dirty_ratio before zap_levels: (4, 512G, 1.0) counts as dirty_ratio.
+    assert counts.invalid_by_field == {"zap_levels": 1, "dirty_ratio": 4}
+    assert counts.invalid == 5 and len(scenarios) == counts.valid == 3
+    assert {(s.paging_levels, s.zap_levels) for s in scenarios} == {
+        (4, ("root",)), (5, ("512G", "root")), (5, ("root",))
+    }  # fmt: skip
+
+
+def test_expansion_is_lazy():
+    values = list(range(1, 101))
+    grid = {
+        "vcpus": values,
+        "seed": values,
+        "resched_interval_us": values,
+        "rcu_stall_timeout_s": values,
+        "host_phys_bits": [46] * 100,
+        "dirty_ratio": [0.0] * 100,
+    }
+    assert grid_size(grid) == 10**12  # far too many to materialise
+    first = next(expand(grid))
+    assert (first.vcpus, first.seed) == (1, 1)
+
+
+def test_presets_compose_and_have_their_sizes():
+    sizes = {}
+    for preset in ("smoke", "seed", "full"):
+        cfg = _compose(f"grid={preset}")
+        grid = OmegaConf.to_container(cfg.grid)
+        counts = GridCounts()
+        valid = sum(1 for _ in expand(grid, counts)) if preset != "full" else None
+        sizes[preset] = (grid_size(grid), valid, counts)
+    assert 24 <= sizes["smoke"][1] <= 100
+    assert sizes["smoke"][2].invalid > 0  # it shows dropped combinations
+    assert sizes["full"][0] >= 10**4
+    seed_cfg = OmegaConf.to_container(_compose("grid=seed").grid)
+    assert set(seed_cfg["paging_levels"]) == {4, 5}
+    assert {"root", "two_pass", "per_level", "upstream"} <= set(seed_cfg["zap_levels"])
+    assert min(seed_cfg["vcpus"]) == 1 and max(seed_cfg["vcpus"]) == 416
+    assert set(seed_cfg["flush_on_yield"]) == {False, True}
+    assert seed_cfg["guest_memory"][0] == "64GiB" and seed_cfg["guest_memory"][-1] == "16TiB"
+    assert min(seed_cfg["dirty_ratio"]) == 0 and max(seed_cfg["dirty_ratio"]) == 1
+
+
+def test_command_line_overrides_replace_axes():
+    cfg = _compose("grid=smoke", "grid.vcpus=[1,64]", "grid.dirty_ratio=[0,1]", "engine=reference")
+    assert list(cfg.grid.vcpus) == [1, 64]
+    assert list(cfg.grid.dirty_ratio) == [0.0, 1.0]
+    assert cfg.engine == "reference"
+    grid = OmegaConf.to_container(cfg.grid)
+    assert {s.vcpus for s in expand(grid)} == {1, 64}
+
+
+def test_zip_and_exclude_from_the_command_line():
+    cfg = _compose(
+        "grid=smoke",
+        "grid.guest_memory=[16MiB,64MiB]",
+        "grid.vcpus=[1,8]",
+        "grid.zip=[[guest_memory,vcpus]]",
+        "grid.exclude=[{page_size:2M}]",
+    )
+    scenarios = list(expand(OmegaConf.to_container(cfg.grid)))
+    assert {(s.guest_memory, s.vcpus) for s in scenarios} == {(16 << 20, 1), (64 << 20, 8)}
+    assert {s.page_size for s in scenarios} == {"4K"}
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("grid.vcpu=[1]", "vcpu"),  # misspelt axis
+        ("grid.vcpus=[many]", "vcpus"),  # wrong type
+        ("batch.sise=4", "sise"),
+        ("ray.num_cpus=two", "num_cpus"),
+    ],
+)
+def test_schema_rejects_wrong_keys_and_types_naming_them(override, key):
+    with pytest.raises((ConfigCompositionException, ValidationError)) as err:
+        _compose(override)
+    text = str(err.value) + str(err.value.__cause__)
+    assert key in text
