@@ -157,22 +157,19 @@ def verdict_lines(verdicts: pl.DataFrame, budget_ms: float) -> list[str]:
         stall = at.filter(pl.col("stall_at_largest"))
         untested = grp.filter(pl.col("largest_memory") != largest)["strategy"].to_list()
 
-        def names(df: pl.DataFrame, with_op: bool = False) -> str:
-            if not df.height:
-                return "none"
-            if with_op:
-                return ", ".join(
-                    f"{s} ({fmt_ns(v)})"
-                    for s, v in df.select("strategy", "worst_op_at_largest_ns").rows()
-                )
-            return ", ".join(df["strategy"].to_list())
+        def names(df: pl.DataFrame) -> str:
+            return ", ".join(
+                f"{s} ({fmt_ns(v)})"
+                for s, v in df.select("strategy", "worst_op_at_largest_ns").rows()
+            )
 
         text = (
-            f"**{depth}-level paging, {page} pages, {fmt_mem(largest)} guest:** "
-            f"worst operation under {budget} with {names(under)}; "
-            f"over {budget} with {names(over, with_op=True)}. "
-            f"RCU stall with {names(stall)}."
+            f"**{depth}-level paging, {page} pages, {fmt_mem(largest)} guest:** worst operation "
+            f"under {budget} with {names(under) if under.height else 'no strategy'}"
         )
+        text += f"; over {budget} with {names(over)}. " if over.height else ". "
+        stalled = ", ".join(stall["strategy"].to_list())
+        text += f"RCU stall with {stalled}." if stall.height else "No RCU stall."
         if untested:
             text += f" Not tested at {fmt_mem(largest)}: {', '.join(untested)}."
         lines.append(text)

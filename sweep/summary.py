@@ -102,22 +102,33 @@ def scan_results(source: Source) -> pl.LazyFrame:
     )
 
 
-def strategy_rank() -> pl.Expr:
-    """Sort key putting the four named strategies first, in STRATEGY_ORDER."""
-    rank = pl.col("strategy").replace_strict(
-        {s: i for i, s in enumerate(STRATEGY_ORDER)},
-        default=len(STRATEGY_ORDER),
-        return_dtype=pl.Int32,
-    )
-    return rank.alias("_strategy_rank")
+# Sort orders for columns whose natural order is not alphabetical; unknown values go last.
+DISPLAY_ORDER: dict[str, tuple[str, ...]] = {
+    "strategy": STRATEGY_ORDER,
+    "page_size": ("4K", "2M", "1G"),
+}
 
 
 def sort_groups(lf: pl.LazyFrame, keys: Sequence[str]) -> pl.LazyFrame:
+    """Sort by ``keys``, named strategies and page sizes in DISPLAY_ORDER."""
     keys = list(keys)
-    if "strategy" not in keys:
-        return lf.sort(keys, nulls_last=True)
-    order = [("_strategy_rank" if k == "strategy" else k) for k in keys] + ["strategy"]
-    return lf.with_columns(strategy_rank()).sort(order, nulls_last=True).drop("_strategy_rank")
+    ranks = {
+        k: pl.col(k)
+        .replace_strict(
+            {v: i for i, v in enumerate(order)}, default=len(order), return_dtype=pl.Int32
+        )
+        .alias(f"_rank_{k}")
+        for k, order in DISPLAY_ORDER.items()
+        if k in keys
+    }
+    order = []
+    for k in keys:
+        order += [f"_rank_{k}", k] if k in ranks else [k]
+    return (
+        lf.with_columns(*ranks.values())
+        .sort(order, nulls_last=True)
+        .drop([f"_rank_{k}" for k in ranks])
+    )
 
 
 # --------------------------------------------------------------------------- summary

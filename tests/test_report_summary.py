@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import polars as pl
 import pytest
-from report_data import GIB, MS, TIB, S, error_row, row, write_dataset
+from report_data import GIB, MS, TIB, S, known_rows, shapes_rows, write_dataset
 
 from sweep import summary
 
@@ -20,45 +20,7 @@ def _groups(rows: list[dict]) -> dict:
 def known(tmp_path_factory):
     """A run dir with four summary groups (paging 4, 4K, 1 GiB, default fields)."""
     run = tmp_path_factory.mktemp("known")
-    rows = [
-        # root: 4 ok cells, seeds 0..3
-        *[
-            row(
-                strategy="root",
-                seed=i,
-                max_op_ns=op * MS,
-                max_rcu_hold_ns=hold * MS,
-                total_ns=tot * MS,
-                visits=v,
-                yields=y,
-            )
-            for i, (op, hold, tot, v, y) in enumerate(
-                [
-                    (10, 15, 100, 128, 0),
-                    (20, 25, 200, 128, 0),
-                    (30, 35, 300, 255, 127),
-                    (40, 45, 400, 255, 127),
-                ]
-            )
-        ],
-        # two_pass: 3 ok cells and 2 errors that must not count
-        row(strategy="two_pass", seed=0, max_op_ns=5 * MS, max_rcu_hold_ns=22 * S,
-            rcu_stall=True, total_ns=300 * MS, visits=768, yields=0),
-        row(strategy="two_pass", seed=1, max_op_ns=7 * MS, max_rcu_hold_ns=1 * S,
-            total_ns=100 * MS, visits=2044, yields=765),
-        row(strategy="two_pass", seed=2, max_op_ns=6 * MS, max_rcu_hold_ns=2 * S,
-            total_ns=200 * MS, visits=1000, yields=100),
-        error_row(strategy="two_pass", seed=3),
-        error_row(nulls=False, strategy="two_pass", seed=4, max_op_ns=999 * S,
-                  max_rcu_hold_ns=999 * S, rcu_stall=True, total_ns=1 * MS, visits=1,
-                  yields=9999),
-        # per_level with 8 vCPUs: only an error
-        error_row(nulls=False, strategy="per_level", vcpus=8, max_op_ns=999 * S),
-        # a custom level list, stored under strategy=2M%2Croot
-        row(strategy="2M,root", max_op_ns=3 * MS, max_rcu_hold_ns=4 * MS, total_ns=9 * MS,
-            visits=600, yields=2),
-    ]  # fmt: skip
-    write_dataset(rows, run / "results")
+    write_dataset(known_rows(), run / "results")
     return run
 
 
@@ -129,43 +91,7 @@ def test_missing_dataset(tmp_path):
 def shapes(tmp_path_factory):
     """5-level guests of 1, 4 and 16 TiB for the verdicts and the price of safety."""
     run = tmp_path_factory.mktemp("shapes")
-    five = {"paging_levels": 5}
-    rows = []
-    # (strategy, memory TiB, max_op ms, rcu hold s, stall, total ms, extra fields)
-    for strategy, tib, op, hold, stall, total, extra in [
-        ("root", 1, 50, 0.05, False, 1000, {}),
-        ("root", 4, 200, 10, False, 4000, {}),
-        ("root", 4, 300, 12, False, 5000, {"dirty_ratio": 1.0}),  # no two_pass partner
-        ("root", 16, 800, 30, True, 16000, {}),
-        ("two_pass", 1, 40, 0.04, False, 1100, {}),
-        ("two_pass", 4, 60, 0.06, False, 4800, {}),
-        ("two_pass", 16, 90, 0.09, False, 24000, {}),
-        ("two_pass", 1, 30, 0.03, False, 999, {"vcpus": 8}),  # no root partner
-        ("upstream", 1, 20, 0.02, False, 2000, {}),
-        ("upstream", 4, 150, 0.15, False, 8000, {}),  # over budget, then under again
-        ("upstream", 16, 90, 0.09, False, 48000, {}),
-        ("root", 1, 120, 1, False, 500, {"page_size": "2M"}),
-        ("root", 4, 130, 25, True, 2000, {"page_size": "2M"}),
-    ]:
-        rows.append(
-            row(
-                **five,
-                strategy=strategy,
-                guest_memory=tib * TIB,
-                max_op_ns=op * MS,
-                max_rcu_hold_ns=int(hold * S),
-                rcu_stall=stall,
-                total_ns=total * MS,
-                **extra,
-            )
-        )
-    # Errors: a bigger guest that must not extend the verdict, and a cell that
-    # matches root 1 TiB exactly and must not pair with anything.
-    rows.append(error_row(nulls=False, **five, strategy="root", guest_memory=64 * TIB))
-    rows.append(
-        error_row(nulls=False, **five, strategy="root", guest_memory=1 * TIB, total_ns=1 * MS)
-    )
-    write_dataset(rows, run / "results", files=3)
+    write_dataset(shapes_rows(), run / "results", files=3)
     return run
 
 
@@ -176,8 +102,8 @@ def _verdicts(run, budget_ms=100.0) -> dict:
 
 def test_verdicts(shapes):
     v = _verdicts(shapes)
-    assert list(v) == [(5, "2M", "root"), (5, "4K", "root"), (5, "4K", "two_pass"),
-                       (5, "4K", "upstream")]  # fmt: skip
+    order = [("4K", "root"), ("4K", "two_pass"), ("4K", "upstream"), ("2M", "root")]
+    assert list(v) == [(5, *k) for k in order]
     root = v[5, "4K", "root"]
     assert (root["cells"], root["errors"], root["stalls"]) == (4, 2, 1)
     assert root["largest_memory"] == 16 * TIB
