@@ -41,7 +41,8 @@ def sweep(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     grid_axes(grid)  # a malformed grid fails here, before Ray starts
     if cfg.engine not in ENGINES:
         raise ScenarioError("engine", cfg.engine, f"one of {list(ENGINES)}")
-    settings = RunSettings(engine=cfg.engine, cost_model=load_cost_model(cfg.cost_model))
+    model = load_cost_model(OmegaConf.to_container(cfg.cost_model, resolve=True))
+    settings = RunSettings(engine=cfg.engine, cost_model=model)
     results_dir = run_dir / cfg.results_dir
     done = frozenset(done_cell_ids(results_dir))
     previous = read_manifest(run_dir)

@@ -75,7 +75,9 @@ class ProgressConfig:
 class SweepConfig:
     grid: GridConfig = field(default_factory=GridConfig)
     engine: str = "fast"
-    cost_model: str = "seed-2022"
+    # The chosen conf/cost_model/<name>.yaml (a config group), checked by
+    # engine.load_cost_model, which names a missing or bad cost.
+    cost_model: dict[str, Any] = field(default_factory=dict)
     ray: RayConfig = field(default_factory=RayConfig)
     batch: BatchConfig = field(default_factory=BatchConfig)
     progress: ProgressConfig = field(default_factory=ProgressConfig)

@@ -179,3 +179,14 @@ def test_schema_rejects_wrong_keys_and_types_naming_them(override, key):
         _compose(override)
     text = str(err.value) + str(err.value.__cause__)
     assert key in text
+
+
+def test_cost_model_is_chosen_by_name_from_conf():
+    from engine import load_cost_model
+
+    cfg = _compose("cost_model=upstream-6.13")
+    model = load_cost_model(OmegaConf.to_container(cfg.cost_model))
+    assert model == load_cost_model("upstream-6.13")
+    with pytest.raises(ConfigCompositionException) as err:
+        _compose("cost_model=no-such-model")
+    assert "cost_model" in str(err.value)
