@@ -126,30 +126,67 @@ def leaf_table_counts(scenario: Scenario, tables: np.ndarray | None = None) -> L
     return LeafTableCounts(entries, present, accessed, dirty)
 
 
-def _rank_bijection(key: np.ndarray, j: np.ndarray) -> np.ndarray:
-    """A keyed permutation of 0..511: rounds of an odd multiply-add and a
-    xorshift, each a bijection on 9 bits.  ``key`` broadcasts against ``j``."""
-    x = j.astype(np.uint64)
-    mask = np.uint64(PTES_PER_TABLE - 1)
-    for r in range(4):
-        mul = ((key >> np.uint64(16 * r)) & np.uint64(0xFF)) * np.uint64(2) + np.uint64(1)
-        add = (key >> np.uint64(16 * r + 7)) & mask
-        x = (x * mul + add) & mask
-        x ^= x >> np.uint64(4)
-    return x.astype(np.int64)
+def _affine_key(seed: int, tables: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per leaf table, the odd multiplier and the offset of its rank map."""
+    k = keyed_bits(seed, _STREAM_ORDER, np.asarray(tables, dtype=np.uint64)).astype(np.int64)
+    k &= np.int64(0x7FFFFFFF)
+    return ((k & 0xFF) << 1) | 1, (k >> 8) & (PTES_PER_TABLE - 1)
 
 
 def leaf_entry_ranks(seed: int, table: int, n_entries: int, j: np.ndarray) -> np.ndarray:
     """Rank (0 = first to be present/accessed/dirty) of entries ``j`` of leaf
-    table ``table`` which maps ``n_entries`` guest leaves."""
-    key = keyed_bits(seed, _STREAM_ORDER, np.array([table], dtype=np.uint64))
+    table ``table`` which maps ``n_entries`` guest leaves.
+
+    A full table ranks entry j at ``(mul * j + add) mod 512`` (``mul`` odd,
+    both keyed by seed and table): a permutation whose prefix counts have a
+    closed form (:func:`rank_prefix_count`), so the fast engine can find where
+    a yield falls in a table without reading its entries.
+    """
+    mul, add = _affine_key(seed, np.array([table]))
+    perm = (mul[0] * np.arange(PTES_PER_TABLE) + add[0]) % PTES_PER_TABLE
     if n_entries == PTES_PER_TABLE:
-        return _rank_bijection(key, np.asarray(j))
+        return perm[np.asarray(j)]
     # A partial table (the guest's last): rank among the entries that exist.
-    perm = _rank_bijection(key, np.arange(PTES_PER_TABLE))[:n_entries]
     ranks = np.empty(n_entries, dtype=np.int64)
-    ranks[np.argsort(perm, kind="stable")] = np.arange(n_entries)
+    ranks[np.argsort(perm[:n_entries], kind="stable")] = np.arange(n_entries)
     return ranks[np.asarray(j)]
+
+
+def floor_sum(n: np.ndarray, m: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """sum(floor((a*i + b) / m) for i in range(n)), elementwise, for
+    non-negative integer arrays (the Euclid-like reduction, O(log m))."""
+    n, m, a, b = (np.array(x, dtype=np.int64, copy=True) for x in (n, m, a, b))
+    ans = np.zeros(np.broadcast(n, m, a, b).shape, dtype=np.int64)
+    n, m, a, b = np.broadcast_arrays(n, m, a, b)
+    n, m, a, b = n.copy(), m.copy(), a.copy(), b.copy()
+    live = np.ones(ans.shape, dtype=bool)
+    while live.any():
+        q = a // m
+        ans += np.where(live, n * (n - 1) // 2 * q, 0)
+        a -= q * m
+        q = b // m
+        ans += np.where(live, n * q, 0)
+        b -= q * m
+        y = a * n + b
+        live &= y >= m
+        safe_m = np.where(live, m, 1)
+        n, b, m, a = (
+            np.where(live, y // safe_m, 0),
+            np.where(live, y % safe_m, 0),
+            np.where(live, a, 1),
+            np.where(live, m, 0),
+        )
+    return ans
+
+
+def rank_prefix_count(
+    mul: np.ndarray, add: np.ndarray, j: np.ndarray, threshold: np.ndarray
+) -> np.ndarray:
+    """How many of the first ``j`` entries of a full leaf table rank below
+    ``threshold``: #{i < j : (mul*i + add) mod 512 < threshold}."""
+    m = PTES_PER_TABLE
+    j = np.asarray(j, dtype=np.int64)
+    return floor_sum(j, m, mul, add) - floor_sum(j, m, mul, add + m - threshold) + j
 
 
 def codes_from_ranks(ranks: np.ndarray, present: int, accessed: int, dirty: int) -> np.ndarray:
