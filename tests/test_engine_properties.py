@@ -103,6 +103,60 @@ def built_from_population(scenario: Scenario) -> Built:
     )
 
 
+@dataclass(frozen=True)
+class Walk:
+    """What the passes of a strategy must do to the built table, counted
+    from the table alone (spec sections 3 and 4)."""
+
+    visits_without_yields: int
+    ops: int
+    max_op_leaves: int
+
+
+def leaves_under(table: Table) -> int:
+    return sum(
+        leaves_under(spte) if isinstance(spte, Table) else spte != NONPRESENT
+        for spte in table.sptes
+    )
+
+
+def expected_walk(scenario: Scenario) -> Walk:
+    """A pass at zap level Z visits every entry below ``end`` of every table
+    at a level >= Z (earlier, lower passes only empty tables below Z, they
+    remove none at or above it) and clears each present SPTE at level Z: one
+    operation, clearing the leaves under it that no earlier pass cleared."""
+    tables: list[tuple[int, int, Table]] = []
+    stack = [(scenario.root_level, 0, build_page_table(scenario))]
+    while stack:
+        level, base, table = stack.pop()
+        tables.append((level, base, table))
+        span = 512 ** (level - 1)
+        for i, spte in enumerate(table.sptes):
+            if isinstance(spte, Table):
+                stack.append((level - 1, base + i * span, spte))
+    visits = ops = max_leaves = 0
+    previous = 0  # zap level of the previous pass
+    for zap in scenario.zap_level_numbers:
+        for level, base, table in tables:
+            if level < zap:
+                continue
+            span = 512 ** (level - 1)
+            below_end = min(512, -(-(scenario.end_gfn - base) // span))
+            visits += below_end
+            if level != zap:
+                continue
+            for spte in table.sptes[:below_end]:
+                if spte == NONPRESENT:
+                    continue
+                ops += 1
+                if scenario.leaf_level > previous:  # its leaves are still there
+                    max_leaves = max(
+                        max_leaves, leaves_under(spte) if isinstance(spte, Table) else 1
+                    )
+        previous = zap
+    return Walk(visits, ops, max_leaves)
+
+
 # -- scenarios ------------------------------------------------------------------
 
 ratios = st.one_of(st.sampled_from([0.0, 1.0]), st.floats(0.0, 1.0))
@@ -194,6 +248,22 @@ def test_zap_clears_exactly_what_was_built(scenario: Scenario, cost_model) -> No
     assert r.tlb_flushes <= r.yields
     model = load_cost_model(cost_model)
     assert total_ps(event_counts(r, scenario), model) // 1000 == r.total_ns
+
+
+@PROFILE
+@given(scenario=scenarios)
+def test_walk_visits_and_operations_match_the_table(scenario: Scenario) -> None:
+    """Visits without yields, operations and the largest operation follow
+    from the table; each yield adds the yielding visit and the restart's
+    walk down (1 to paging_levels visits)."""
+    walk = expected_walk(scenario)
+    r = simulate(scenario, engine=ENGINE)
+    assert r.ops == walk.ops
+    assert r.max_op_leaves == walk.max_op_leaves
+    if scenario.resched == "never":
+        assert r.visits == walk.visits_without_yields
+    extra = r.visits - walk.visits_without_yields
+    assert r.yields <= extra <= r.yields * scenario.paging_levels
 
 
 @PROFILE
