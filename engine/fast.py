@@ -31,9 +31,11 @@ from .population import (
     ACCESSED,
     DIRTY,
     NONPRESENT,
+    _affine_key,
     codes_from_ranks,
     leaf_entry_ranks,
     leaf_table_counts,
+    rank_prefix_count,
 )
 from .result import ZapResult
 from .scenario import PTES_PER_TABLE, TABLE_BYTES, Scenario
@@ -173,7 +175,11 @@ class Pass:
         if self.kind == "table":
             self.sub = subtree_aggregates(guest, costs, cleared, self.bottom - 1)[self.bottom - 1]
         self._bottom_totals()
-        self._pieces()
+        self.upper_visits = sum(
+            int(guest.visited_entries(level, guest.exist[level]).sum())
+            for level in range(self.bottom + 1, self.root + 1)
+        )
+        self._pieces: Pieces | None = None
 
     # Bottom tables ---------------------------------------------------
 
@@ -263,13 +269,60 @@ class Pass:
 
     # The walk's pieces -----------------------------------------------
 
-    def _pieces(self) -> None:
+    def pieces(self) -> Pieces:
+        if self._pieces is None:
+            self._pieces = Pieces.of(self)
+        return self._pieces
+
+    def prefix_cost(self, b: np.ndarray, j: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Cost (visits included) and clears of the first ``j`` entries of the
+        full bottom tables ``b``, in closed form; for leaf and skip passes."""
+        c = self.costs
+        j = np.asarray(j, dtype=np.int64)
+        if self.kind == "skip":
+            return j * c.visit, np.zeros_like(j)
+        t = self.tables[b]
+        cnt = self.guest.counts
+        mul, add = _affine_key(self.scn.seed, t)
+        present = rank_prefix_count(mul, add, j, cnt.present[t].astype(np.int64))
+        accessed = rank_prefix_count(mul, add, j, cnt.accessed[t].astype(np.int64))
+        dirty = rank_prefix_count(mul, add, j, cnt.dirty[t].astype(np.int64))
+        cost = j * c.visit + present * c.entry_present + accessed * c.accessed + dirty * c.dirty
+        return cost, present
+
+    def full_tables(self, b: np.ndarray) -> np.ndarray:
+        """Which bottom tables have 512 visited entries (and, for leaf
+        tables, 512 guest entries): those have closed-form prefixes."""
+        full = self.n[b] == ENTRIES
+        if self.kind == "leaf":
+            full &= self.guest.counts.entries[self.tables[b]] == ENTRIES
+        return full
+
+
+@dataclass
+class Pieces:
+    """The pass's walk as a pre-order sequence of pieces: an upper visit
+    (``bidx`` -1) or a bottom table (``bidx`` its index), with running sums."""
+
+    level: np.ndarray
+    ss: (
+        np.ndarray
+    )  # reached by a step side (only upper pieces; a bottom table starts with a step down)
+    bidx: np.ndarray
+    visits: np.ndarray
+    cum_cost: np.ndarray
+    cum_visits: np.ndarray
+    cum_tables: np.ndarray
+    cum_ops: np.ndarray
+
+    @classmethod
+    def of(cls, p: Pass) -> Pieces:
         """Pre-order: sort by (GFN, parent before child)."""
-        root, bottom = self.root, self.bottom
+        root, bottom, guest = p.root, p.bottom, p.guest
         gfns, levels, ss, bidx = [], [], [], []
         for level in range(bottom + 1, root + 1):
-            tables = self.guest.exist[level]
-            n = self.guest.visited_entries(level, tables)
+            tables = guest.exist[level]
+            n = guest.visited_entries(level, tables)
             total = int(n.sum())
             first = np.repeat(np.cumsum(n) - n, n)
             j = np.arange(total, dtype=np.int64) - first
@@ -277,27 +330,38 @@ class Pass:
             levels.append(np.full(total, level, dtype=np.int8))
             ss.append(j > 0)
             bidx.append(np.full(total, -1, dtype=np.int64))
-        gfns.append(self.tables * table_span(bottom))
-        levels.append(np.full(len(self.tables), bottom, dtype=np.int8))
-        ss.append(np.zeros(len(self.tables), dtype=bool))
-        bidx.append(np.arange(len(self.tables), dtype=np.int64))
+        gfns.append(p.tables * table_span(bottom))
+        levels.append(np.full(len(p.tables), bottom, dtype=np.int8))
+        ss.append(np.zeros(len(p.tables), dtype=bool))
+        bidx.append(np.arange(len(p.tables), dtype=np.int64))
         gfn = np.concatenate(gfns)
         level = np.concatenate(levels)
         order = np.argsort(gfn * 8 + (root - level), kind="stable")
-        self.level = level[order]
-        self.ss = np.concatenate(ss)[order]
-        self.bidx = np.concatenate(bidx)[order]
-        is_b = self.bidx >= 0
-        b = self.bidx[is_b]
-        cost = np.full(len(order), self.costs.visit, dtype=np.int64)
-        cost[is_b] = self.b_cost[b]
-        visits = np.ones(len(order), dtype=np.int64)
-        visits[is_b] = self.n[b]
-        tables = np.zeros(len(order), dtype=np.int64)
-        tables[is_b] = self.b_tables[b]
-        ops = np.zeros(len(order), dtype=np.int64)
-        ops[is_b] = self.b_ops[b]
-        self.cost, self.visits, self.tables_freed, self.ops = cost, visits, tables, ops
+        del gfn, gfns
+        level = level[order]
+        bidx = np.concatenate(bidx)[order]
+        ss = np.concatenate(ss)[order]
+        del order
+        is_b = bidx >= 0
+        b = bidx[is_b]
+
+        def running(bottom_values: np.ndarray, upper_value: int) -> np.ndarray:
+            values = np.full(len(bidx), upper_value, dtype=np.int64)
+            values[is_b] = bottom_values[b]
+            return np.r_[0, np.cumsum(values)]
+
+        visits = np.ones(len(bidx), dtype=np.int64)
+        visits[is_b] = p.n[b]
+        return cls(
+            level=level,
+            ss=ss,
+            bidx=bidx,
+            visits=visits,
+            cum_cost=running(p.b_cost, p.costs.visit),
+            cum_visits=np.r_[0, np.cumsum(visits)],
+            cum_tables=running(p.b_tables, 0),
+            cum_ops=running(p.b_ops, 0),
+        )
 
 
 class FastTimeline:
@@ -347,17 +411,23 @@ class FastTimeline:
 
 
 def run_never(p: Pass, tl: FastTimeline) -> None:
-    tl.advance(int(p.cost.sum()), int(p.visits.sum()), int(p.tables_freed.sum()), bool(p.ops.any()))
+    tl.advance(
+        p.upper_visits * p.costs.visit + int(p.b_cost.sum()),
+        p.upper_visits + int(p.n.sum()),
+        int(p.b_tables.sum()),
+        bool(p.b_ops.any()),
+    )
 
 
 def run_always(p: Pass, tl: FastTimeline) -> None:
     """A yield in front of every step-side visit."""
     visit, bottom = p.costs.visit, p.bottom
-    for k in range(len(p.cost)):
-        b = int(p.bidx[k])
+    pieces = p.pieces()
+    for k in range(len(pieces.bidx)):
+        b = int(pieces.bidx[k])
         if b < 0:
-            if p.ss[k]:
-                tl.yield_cpu(int(p.level[k]))
+            if pieces.ss[k]:
+                tl.yield_cpu(int(pieces.level[k]))
             tl.advance(visit, 1, 0, False)
             continue
         body, cleared, freed = p.entries(b)
@@ -395,83 +465,215 @@ def run_always(p: Pass, tl: FastTimeline) -> None:
         tl.advance(visit + int(body[n - 1]), 1, int(freed[n - 1]), bool(cleared[n - 1]))
 
 
-def run_tick(p: Pass, tl: FastTimeline) -> None:
-    """Find each yield by binary search on the pass's cumulative cost."""
-    visit, interval = p.costs.visit, tl.interval
-    npieces = len(p.cost)
-    cum_cost = np.r_[0, np.cumsum(p.cost)]
-    cum_visits = np.r_[0, np.cumsum(p.visits)]
-    cum_tables = np.r_[0, np.cumsum(p.tables_freed)]
-    cum_ops = np.r_[0, np.cumsum(p.ops)]
-    cache: dict[int, tuple] = {}
+class TickWalk:
+    """A pass under ``resched=tick``: the next yield is the first visit
+    reached by a step side whose check sees need_resched, i.e. that starts at
+    or after the next multiple of the interval minus one visit.
 
-    def prefix(k: int, j: int) -> tuple[int, int, int, int]:
-        """(cost, visits, tables, ops) of the first j entries of piece k."""
+    ``here`` is the pass position (running cost, visits, tables, ops) where
+    the next normal visit starts; ``search`` the first (piece, entry) that
+    may yield (the visit at ``here`` is a restart's re-visit and cannot)."""
+
+    MAX_BATCH = 1 << 15
+
+    def __init__(self, p: Pass, tl: FastTimeline):
+        self.p, self.tl, self.pc = p, tl, p.pieces()
+        self.visit = p.costs.visit
+        self.npieces = len(self.pc.bidx)
+        self.cache: dict[int, tuple] = {}
+        self.here = (0, 0, 0, 0)
+        self.search = (0, 0)
+
+    def run(self) -> None:
+        batch = 64
+        batchable = self.p.kind in ("leaf", "skip")
+        while True:
+            if batchable:
+                accepted = self.batch(batch)
+                if accepted:
+                    batch = min(2 * batch, self.MAX_BATCH)
+                    continue
+                batch = 64
+            found = self.next_yield()
+            if found is None:
+                break
+            self.yield_at(*found)
+        pc, here = self.pc, self.here
+        end = (
+            int(pc.cum_cost[-1]),
+            int(pc.cum_visits[-1]),
+            int(pc.cum_tables[-1]),
+            int(pc.cum_ops[-1]),
+        )
+        self.tl.advance(end[0] - here[0], end[1] - here[1], end[2] - here[2], end[3] > here[3])
+
+    # One yield at a time, reading entries where needed --------------
+
+    def prefix(self, k: int, j: int) -> tuple[int, int, int, int]:
+        """(cost, visits, tables, ops) of the first j visits of piece k."""
         if j == 0:
             return 0, 0, 0, 0
-        b = int(p.bidx[k])
+        b = int(self.pc.bidx[k])
         if b < 0:
-            return visit, 1, 0, 0
-        if b not in cache:
-            cache.clear()
-            body, cleared, freed = p.entries(b)
-            cache[b] = (
-                np.r_[0, np.cumsum(body + visit)],
+            return self.visit, 1, 0, 0
+        if b not in self.cache:
+            self.cache.clear()
+            body, cleared, freed = self.p.entries(b)
+            self.cache[b] = (
+                np.r_[0, np.cumsum(body + self.visit)],
                 np.r_[0, np.cumsum(freed)],
                 np.r_[0, np.cumsum(cleared)],
             )
-        pc, pt, po = cache[b]
-        return int(pc[j]), j, int(pt[j]), int(po[j])
+        pcost, ptables, pops = self.cache[b]
+        return int(pcost[j]), j, int(ptables[j]), int(pops[j])
 
-    def position(k: int, j: int) -> tuple[int, int, int, int]:
-        c, v, t, o = prefix(k, j)
+    def position(self, k: int, j: int) -> tuple[int, int, int, int]:
+        pc = self.pc
+        c, v, t, o = self.prefix(k, j)
         return (
-            int(cum_cost[k]) + c,
-            int(cum_visits[k]) + v,
-            int(cum_tables[k]) + t,
-            int(cum_ops[k]) + o,
+            int(pc.cum_cost[k]) + c,
+            int(pc.cum_visits[k]) + v,
+            int(pc.cum_tables[k]) + t,
+            int(pc.cum_ops[k]) + o,
         )
 
-    def first_step_side(x: int, k: int, j: int) -> tuple[int, int] | None:
-        """The first visit reached by a step side, at or after entry j of
-        piece k, that starts at or after x (pass coordinates)."""
-        kx = int(np.searchsorted(cum_cost[1:], x, side="left"))
+    def target(self) -> tuple[int, int]:
+        """(x, boundary): a yielding visit must start at x or later, in pass
+        coordinates; boundary is the need_resched time it answers."""
+        tl = self.tl
+        offset = tl.clock - self.here[0]
+        boundary = (tl.resched_cleared // tl.interval + 1) * tl.interval
+        return boundary - self.visit - offset, boundary
+
+    def next_yield(self) -> tuple[int, int] | None:
+        x, _ = self.target()
+        pc = self.pc
+        k, j = self.search
+        kx = int(np.searchsorted(pc.cum_cost[1:], x, side="left"))
         if kx > k:
             k, j = kx, 0
-        while k < npieces:
-            b = int(p.bidx[k])
+        while k < self.npieces:
+            b = int(pc.bidx[k])
             if b < 0:
-                if p.ss[k] and cum_cost[k] >= x:
+                if pc.ss[k] and pc.cum_cost[k] >= x:
                     return k, 0
             else:
-                prefix(k, 1)  # fills the cache for this table
-                pc = cache[b][0]
-                first = max(j, 1, int(np.searchsorted(pc, x - cum_cost[k], side="left")))
-                if first < len(pc) - 1:
+                self.prefix(k, 1)  # fills the cache for this table
+                pcost = self.cache[b][0]
+                first = max(j, 1, int(np.searchsorted(pcost, x - pc.cum_cost[k], side="left")))
+                if first < len(pcost) - 1:
                     return k, first
             k, j = k + 1, 0
         return None
 
-    here = position(0, 0)
-    search = (0, 0)
-    while True:
-        offset = tl.clock - here[0]
-        boundary = (tl.resched_cleared // interval + 1) * interval
-        found = first_step_side(boundary - visit - offset, *search)
-        if found is None:
-            break
-        there = position(*found)
+    def yield_at(self, k: int, j: int) -> None:
+        there = self.position(k, j)
+        here, tl = self.here, self.tl
         tl.advance(there[0] - here[0], there[1] - here[1], there[2] - here[2], there[3] > here[3])
-        k, j = found
-        level = int(p.level[k])
-        tl.yield_cpu(level)
-        here = there
-        if p.bidx[k] < 0 or j + 1 >= int(p.visits[k]):
-            search = (k + 1, 0)
+        tl.yield_cpu(int(self.pc.level[k]))
+        self.here = there
+        self.search = (
+            (k + 1, 0) if self.pc.bidx[k] < 0 or j + 1 >= self.pc.visits[k] else (k, j + 1)
+        )
+
+    # Many yields at once (leaf and skip passes) ---------------------
+
+    def batch(self, size: int) -> int:
+        """Propose the next ``size`` yields assuming each lands on a bottom
+        entry of a full table and answers the next interval; accept the
+        longest prefix for which that holds.  Returns how many were taken."""
+        p, tl, pc, visit = self.p, self.tl, self.pc, self.visit
+        scn = tl.scn
+        x0, boundary = self.target()
+        flush = tl.flush_ps if scn.flush_on_yield else 0
+        restart = (p.root - p.bottom) * visit
+        omega = visit + flush + tl.cm.yield_ps + restart
+        step = tl.interval - omega
+        if step <= 0:
+            return 0
+        i = np.arange(size, dtype=np.int64)
+        x = x0 + i * step
+        kp = np.searchsorted(pc.cum_cost[1:], x, side="left")
+        k0, j0 = self.search
+        jmin = np.ones(size, dtype=np.int64)
+        if kp[0] <= k0:
+            kp[0] = k0
+            jmin[0] = max(1, j0)
+        ok = kp < self.npieces
+        if not ok[0]:
+            return 0
+        n_ok = int(np.argmin(ok)) if not ok.all() else size
+        kp, x, jmin = kp[:n_ok], x[:n_ok], jmin[:n_ok]
+        b = pc.bidx[kp]
+        ok = b >= 0
+        ok[ok] = p.full_tables(b[ok])
+        n_ok = int(np.argmin(ok)) if not ok.all() else len(ok)
+        if n_ok == 0:
+            return 0
+        kp, x, jmin, b = kp[:n_ok], x[:n_ok], jmin[:n_ok], b[:n_ok]
+        xr = x - pc.cum_cost[kp]
+        # Binary search for the first entry j >= jmin starting at or after xr.
+        lo, hi = jmin.copy(), np.full(n_ok, ENTRIES, dtype=np.int64)
+        while True:
+            live = lo < hi
+            if not live.any():
+                break
+            mid = (lo + hi) // 2
+            start, _ = p.prefix_cost(b, mid)
+            at = start >= xr
+            hi = np.where(live & at, mid, hi)
+            lo = np.where(live & ~at, mid + 1, lo)
+        j = lo
+        ok = j < ENTRIES
+        # Positions must move strictly forward.
+        order_key = kp * (ENTRIES + 1) + j
+        ok[1:] &= order_key[1:] > order_key[:-1]
+        start, ops_in = p.prefix_cost(b, j)
+        start = start + pc.cum_cost[kp]
+        ops_at = pc.cum_ops[kp] + ops_in
+        offset = (tl.clock - self.here[0]) + i[: len(j)] * omega
+        t_check = start + offset + visit
+        t_clear = t_check + flush + tl.cm.yield_ps
+        bounds = boundary + i[: len(j)] * tl.interval
+        # Each yield must answer its own interval, not a later one.
+        ok &= t_clear < bounds + tl.interval
+        if scn.flush_on_yield:
+            prev_ops = np.r_[self.here[3], ops_at[:-1]]
+            pending = ops_at > prev_ops
+            pending[0] |= tl.flush_pending
+            ok &= pending
+        n_ok = int(np.argmin(ok)) if not ok.all() else len(ok)
+        if n_ok == 0:
+            return 0
+        last = n_ok - 1
+        hold_end = t_check[:n_ok] + flush
+        hold_start = np.r_[tl.hold_start, t_clear[: n_ok - 1]]
+        tl.max_hold = max(tl.max_hold, int((hold_end - hold_start).max()))
+        tl.peak_tables = max(tl.peak_tables, tl.hold_tables)
+        kl, jl = int(kp[last]), int(j[last])
+        there = (
+            int(start[last]),
+            int(pc.cum_visits[kl]) + jl,
+            int(pc.cum_tables[kl]),
+            int(ops_at[last]),
+        )
+        tl.visits += there[1] - self.here[1] + n_ok * (1 + p.root - p.bottom)
+        tl.yields += n_ok
+        if scn.flush_on_yield:
+            tl.tlb_flushes += n_ok
+            tl.flush_pending = False
         else:
-            search = (k, j + 1)
-    end = (int(cum_cost[-1]), int(cum_visits[-1]), int(cum_tables[-1]), int(cum_ops[-1]))
-    tl.advance(end[0] - here[0], end[1] - here[1], end[2] - here[2], end[3] > here[3])
+            tl.flush_pending |= there[3] > self.here[3]
+        tl.hold_tables = 0
+        tl.hold_start = tl.resched_cleared = int(t_clear[last])
+        tl.clock = int(t_clear[last]) + restart
+        self.here = there
+        self.search = (kl, jl + 1) if jl + 1 < ENTRIES else (kl + 1, 0)
+        return n_ok
+
+
+def run_tick(p: Pass, tl: FastTimeline) -> None:
+    TickWalk(p, tl).run()
 
 
 RUNNERS = {"never": run_never, "always": run_always, "tick": run_tick}
