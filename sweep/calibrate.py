@@ -82,7 +82,7 @@ REQUIRED_COLUMNS = (
 )
 STRATEGY_COLUMNS = ("zap_levels", "strategy")  # either one
 MAX_ITERATIONS = 5
-DEFAULT_MAX_REL_SE = 0.5
+DEFAULT_MAX_REL_SE = 0.2
 # Singular values below this fraction of the largest (columns scaled to unit
 # norm) mark exactly collinear costs.
 COLLINEAR_RTOL = 1e-9
@@ -258,11 +258,11 @@ def observations(
 # ---------------------------------------------------------------- fitting
 
 
-def _too_few_rows(n: int, involved: list[str], rank: int) -> CalibrationError:
+def _too_few_rows(n: int, involved: list[str]) -> CalibrationError:
     return CalibrationError(
         f"too few rows: {n} measured value(s) cannot determine the {len(involved)} costs "
         f"their events involve ({', '.join(involved)}) and check the fit; "
-        f"need at least {max(rank, len(involved)) + 1}"
+        f"need at least {len(involved) + 1}"
     )
 
 
@@ -285,31 +285,43 @@ def fit_costs(
     involved = [k for k in COST_FIELDS if not reason[k]]
     if not involved:
         raise CalibrationError("the measured zaps contain no events at all")
-    idx = [COST_FIELDS.index(k) for k in involved]
-    scaled = aw[:, idx] / norms[idx]
-    s = np.linalg.svd(scaled, compute_uv=False)
-    rank = int(np.sum(s > COLLINEAR_RTOL * s[0]))
-    if len(obs) <= rank:
-        raise _too_few_rows(len(obs), involved, rank)
-    # Exactly collinear costs: components of the null space of the scaled matrix.
-    vt = np.linalg.svd(scaled, full_matrices=True)[2]
-    null = vt[rank:]
-    in_null = [bool(null.size) and np.linalg.norm(null[:, c]) > 1e-6 for c in range(len(idx))]
-    for col, k in enumerate(involved):
-        if in_null[col]:
-            partners = [involved[c] for c in range(len(idx)) if c != col and in_null[c]]
-            reason[k] = "collinear with " + (", ".join(partners) or "the other costs")
+    if len(obs) <= len(involved):
+        raise _too_few_rows(len(obs), involved)
+
+    def influence(k: str) -> float:
+        """How much a cost weighs in the predictions: its base value times its events."""
+        return (base_ns[k] or 1e-3) * norms[COST_FIELDS.index(k)]
+
+    # Exactly collinear costs (the scaled matrix has a null space): fix the
+    # least influential cost of the null space at its base value, one at a
+    # time, so that one missing dimension costs one cost, not the whole group.
     while True:
         fitted = [k for k in COST_FIELDS if not reason[k]]
+        cols = [COST_FIELDS.index(k) for k in fitted]
+        _, s, vt = np.linalg.svd(aw[:, cols] / norms[cols], full_matrices=True)
+        rank = int(np.sum(s > COLLINEAR_RTOL * s[0]))
+        if rank == len(fitted):
+            break
+        null = vt[rank:]
+        group = [k for c, k in enumerate(fitted) if np.linalg.norm(null[:, c]) > 1e-6]
+        k = min(group, key=influence)
+        reason[k] = "collinear with " + ", ".join(o for o in group if o != k)
+    while True:
+        # Drop the worst-determined cost, one at a time: of two nearly
+        # collinear costs only one must go, and the other absorbs their sum.
+        fitted = [k for k in COST_FIELDS if not reason[k]]
         costs, stderr = _nnls(aw, bw, fitted, base_ns)
-        poor = [k for k in fitted if stderr[k] > max_rel_se * max(abs(costs[k]), base_ns[k], 1e-3)]
+        rel = {k: stderr[k] / max(abs(costs[k]), base_ns[k], 1e-3) for k in fitted}
+        poor = [k for k in fitted if rel[k] > max_rel_se]
         if not poor:
             break
-        for k in poor:
-            reason[k] = (
-                f"relative standard error {stderr[k] / max(abs(costs[k]), base_ns[k], 1e-3):.0%}"
-                f" > {max_rel_se:.0%} (too little of its event in the measurements)"
-            )
+        # Fix the poor cost that matters least to the predictions (its base
+        # value times its events): an error in its base value hurts least.
+        worst = min(poor, key=influence)
+        reason[worst] = (
+            f"relative standard error {rel[worst]:.0%} > {max_rel_se:.0%}: "
+            "too little of its event, or collinear within the noise"
+        )
     status = {k: "undetermined" if reason[k] else "fitted" for k in COST_FIELDS}
     predicted = tuple(float(v) for v in a @ np.array([costs[k] for k in COST_FIELDS]))
     return CostFit(costs, status, reason, stderr, tuple(obs), predicted)
