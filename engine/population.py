@@ -126,11 +126,18 @@ def leaf_table_counts(scenario: Scenario, tables: np.ndarray | None = None) -> L
     return LeafTableCounts(entries, present, accessed, dirty)
 
 
+# Odd multipliers of the per-table rank map, spread over (0, 512).  Sixteen
+# keep the prefix-count table small (16 x 513 x 513 int16, 8 MiB).
+RANK_MULTIPLIERS = np.array(
+    [317, 195, 443, 71, 379, 133, 253, 491, 29, 167, 409, 101, 283, 223, 347, 457], dtype=np.int64
+)
+
+
 def _affine_key(seed: int, tables: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per leaf table, the odd multiplier and the offset of its rank map."""
-    k = keyed_bits(seed, _STREAM_ORDER, np.asarray(tables, dtype=np.uint64)).astype(np.int64)
-    k &= np.int64(0x7FFFFFFF)
-    return ((k & 0xFF) << 1) | 1, (k >> 8) & (PTES_PER_TABLE - 1)
+    """Per leaf table, the multiplier index and the offset of its rank map."""
+    k = keyed_bits(seed, _STREAM_ORDER, np.asarray(tables, dtype=np.uint64))
+    k = (k >> np.uint64(32)).astype(np.int64)
+    return k & 15, (k >> 4) & (PTES_PER_TABLE - 1)
 
 
 def leaf_entry_ranks(seed: int, table: int, n_entries: int, j: np.ndarray) -> np.ndarray:
@@ -138,12 +145,12 @@ def leaf_entry_ranks(seed: int, table: int, n_entries: int, j: np.ndarray) -> np
     table ``table`` which maps ``n_entries`` guest leaves.
 
     A full table ranks entry j at ``(mul * j + add) mod 512`` (``mul`` odd,
-    both keyed by seed and table): a permutation whose prefix counts have a
-    closed form (:func:`rank_prefix_count`), so the fast engine can find where
-    a yield falls in a table without reading its entries.
+    both keyed by seed and table): a permutation whose prefix counts come
+    from a small table (:func:`rank_prefix_count`), so the fast engine can
+    find where a yield falls in a table without reading its entries.
     """
-    mul, add = _affine_key(seed, np.array([table]))
-    perm = (mul[0] * np.arange(PTES_PER_TABLE) + add[0]) % PTES_PER_TABLE
+    midx, add = _affine_key(seed, np.array([table]))
+    perm = (RANK_MULTIPLIERS[midx[0]] * np.arange(PTES_PER_TABLE) + add[0]) % PTES_PER_TABLE
     if n_entries == PTES_PER_TABLE:
         return perm[np.asarray(j)]
     # A partial table (the guest's last): rank among the entries that exist.
@@ -152,41 +159,31 @@ def leaf_entry_ranks(seed: int, table: int, n_entries: int, j: np.ndarray) -> np
     return ranks[np.asarray(j)]
 
 
-def floor_sum(n: np.ndarray, m: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """sum(floor((a*i + b) / m) for i in range(n)), elementwise, for
-    non-negative integer arrays (the Euclid-like reduction, O(log m))."""
-    n, m, a, b = (np.array(x, dtype=np.int64, copy=True) for x in (n, m, a, b))
-    ans = np.zeros(np.broadcast(n, m, a, b).shape, dtype=np.int64)
-    n, m, a, b = np.broadcast_arrays(n, m, a, b)
-    n, m, a, b = n.copy(), m.copy(), a.copy(), b.copy()
-    live = np.ones(ans.shape, dtype=bool)
-    while live.any():
-        q = a // m
-        ans += np.where(live, n * (n - 1) // 2 * q, 0)
-        a -= q * m
-        q = b // m
-        ans += np.where(live, n * q, 0)
-        b -= q * m
-        y = a * n + b
-        live &= y >= m
-        safe_m = np.where(live, m, 1)
-        n, b, m, a = (
-            np.where(live, y // safe_m, 0),
-            np.where(live, y % safe_m, 0),
-            np.where(live, a, 1),
-            np.where(live, m, 0),
-        )
-    return ans
+@lru_cache(maxsize=1)
+def _rank_counts() -> np.ndarray:
+    """C[m, j, s] = #{i < j : (RANK_MULTIPLIERS[m] * i) mod 512 < s}."""
+    n = PTES_PER_TABLE
+    u = (RANK_MULTIPLIERS[:, None] * np.arange(n)[None, :]) % n
+    onehot = np.zeros((len(RANK_MULTIPLIERS), n + 1, n + 1), dtype=np.int16)
+    m_idx = np.repeat(np.arange(len(RANK_MULTIPLIERS)), n)
+    onehot[m_idx, np.tile(np.arange(1, n + 1), len(RANK_MULTIPLIERS)), u.ravel() + 1] = 1
+    return onehot.cumsum(axis=1, dtype=np.int16).cumsum(axis=2, dtype=np.int16)
 
 
 def rank_prefix_count(
-    mul: np.ndarray, add: np.ndarray, j: np.ndarray, threshold: np.ndarray
+    midx: np.ndarray, add: np.ndarray, j: np.ndarray, threshold: np.ndarray
 ) -> np.ndarray:
     """How many of the first ``j`` entries of a full leaf table rank below
     ``threshold``: #{i < j : (mul*i + add) mod 512 < threshold}."""
-    m = PTES_PER_TABLE
+    n = PTES_PER_TABLE
+    c = _rank_counts()
     j = np.asarray(j, dtype=np.int64)
-    return floor_sum(j, m, mul, add) - floor_sum(j, m, mul, add + m - threshold) + j
+    lo = (n - np.asarray(add)) % n  # (mul*i + add) mod n < t  <=>  mul*i mod n in [lo, lo + t)
+    hi = lo + np.asarray(threshold)
+    wrap = hi > n
+    inside = c[midx, j, np.minimum(hi, n)].astype(np.int64) - c[midx, j, lo]
+    wrapped = j - c[midx, j, lo] + c[midx, j, np.where(wrap, hi - n, 0)]
+    return np.where(wrap, wrapped, inside)
 
 
 def codes_from_ranks(ranks: np.ndarray, present: int, accessed: int, dirty: int) -> np.ndarray:
