@@ -180,6 +180,7 @@ class Pass:
             for level in range(self.bottom + 1, self.root + 1)
         )
         self._pieces: Pieces | None = None
+        self._child_sums: tuple | None = None
 
     # Bottom tables ---------------------------------------------------
 
@@ -274,21 +275,44 @@ class Pass:
             self._pieces = Pieces.of(self)
         return self._pieces
 
-    def prefix_cost(self, b: np.ndarray, j: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Cost (visits included) and clears of the first ``j`` entries of the
-        full bottom tables ``b``, in closed form; for leaf and skip passes."""
+    def prefix_params(self, b: np.ndarray) -> tuple | None:
+        """What :meth:`prefix_cost` needs of the bottom tables ``b``."""
+        if self.kind == "skip":
+            return None
+        t = self.tables[b]
+        if self.kind == "table":
+            if self._child_sums is None:
+                s = self.sub
+                self._child_sums = (
+                    np.concatenate(([0], np.cumsum(self.costs.entry_present + s.cost))),
+                    np.concatenate(([0], np.cumsum(s.tables))),
+                )
+            below = self.guest.exist[self.bottom - 1]
+            return t * ENTRIES, np.searchsorted(below, t * ENTRIES)
+        cnt = self.guest.counts
+        midx, add = _affine_key(self.scn.seed, t)
+        return midx, add, cnt.present[t], cnt.accessed[t], cnt.dirty[t]
+
+    def prefix_cost(
+        self, params: tuple | None, j: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Cost (visits included), clears and tables freed by the first ``j``
+        entries of full bottom tables, in closed form."""
         c = self.costs
         j = np.asarray(j, dtype=np.int64)
-        if self.kind == "skip":
-            return j * c.visit, np.zeros_like(j)
-        t = self.tables[b]
-        cnt = self.guest.counts
-        mul, add = _affine_key(self.scn.seed, t)
-        present = rank_prefix_count(mul, add, j, cnt.present[t].astype(np.int64))
-        accessed = rank_prefix_count(mul, add, j, cnt.accessed[t].astype(np.int64))
-        dirty = rank_prefix_count(mul, add, j, cnt.dirty[t].astype(np.int64))
+        if params is None:
+            return j * c.visit, np.zeros_like(j), np.zeros_like(j)
+        if self.kind == "table":
+            base, lo = params
+            hi = np.searchsorted(self.guest.exist[self.bottom - 1], base + j)
+            cost_sum, table_sum = self._child_sums
+            return j * c.visit + cost_sum[hi] - cost_sum[lo], hi - lo, table_sum[hi] - table_sum[lo]
+        midx, add, present, accessed, dirty = params
+        present = rank_prefix_count(midx, add, j, present)
+        accessed = rank_prefix_count(midx, add, j, accessed)
+        dirty = rank_prefix_count(midx, add, j, dirty)
         cost = j * c.visit + present * c.entry_present + accessed * c.accessed + dirty * c.dirty
-        return cost, present
+        return cost, present, np.zeros_like(j)
 
     def full_tables(self, b: np.ndarray) -> np.ndarray:
         """Which bottom tables have 512 visited entries (and, for leaf
@@ -486,7 +510,7 @@ class TickWalk:
 
     def run(self) -> None:
         batch = 64
-        batchable = self.p.kind in ("leaf", "skip")
+        batchable = True
         while True:
             if batchable:
                 accepted = self.batch(batch)
@@ -613,13 +637,14 @@ class TickWalk:
         kp, x, jmin, b = kp[:n_ok], x[:n_ok], jmin[:n_ok], b[:n_ok]
         xr = x - pc.cum_cost[kp]
         # Binary search for the first entry j >= jmin starting at or after xr.
+        params = p.prefix_params(b)
         lo, hi = jmin.copy(), np.full(n_ok, ENTRIES, dtype=np.int64)
         while True:
             live = lo < hi
             if not live.any():
                 break
             mid = (lo + hi) // 2
-            start, _ = p.prefix_cost(b, mid)
+            start = p.prefix_cost(params, mid)[0]
             at = start >= xr
             hi = np.where(live & at, mid, hi)
             lo = np.where(live & ~at, mid + 1, lo)
@@ -628,9 +653,10 @@ class TickWalk:
         # Positions must move strictly forward.
         order_key = kp * (ENTRIES + 1) + j
         ok[1:] &= order_key[1:] > order_key[:-1]
-        start, ops_in = p.prefix_cost(b, j)
+        start, ops_in, freed_in = p.prefix_cost(params, j)
         start = start + pc.cum_cost[kp]
         ops_at = pc.cum_ops[kp] + ops_in
+        tables_at = pc.cum_tables[kp] + freed_in
         offset = (tl.clock - self.here[0]) + i[: len(j)] * omega
         t_check = start + offset + visit
         t_clear = t_check + flush + tl.cm.yield_ps
@@ -638,7 +664,7 @@ class TickWalk:
         # Each yield must answer its own interval, not a later one.
         ok &= t_clear < bounds + tl.interval
         if scn.flush_on_yield:
-            prev_ops = np.r_[self.here[3], ops_at[:-1]]
+            prev_ops = np.concatenate(([self.here[3]], ops_at[:-1]))
             pending = ops_at > prev_ops
             pending[0] |= tl.flush_pending
             ok &= pending
@@ -647,14 +673,16 @@ class TickWalk:
             return 0
         last = n_ok - 1
         hold_end = t_check[:n_ok] + flush
-        hold_start = np.r_[tl.hold_start, t_clear[: n_ok - 1]]
+        hold_start = np.concatenate(([tl.hold_start], t_clear[: n_ok - 1]))
         tl.max_hold = max(tl.max_hold, int((hold_end - hold_start).max()))
-        tl.peak_tables = max(tl.peak_tables, tl.hold_tables)
+        held = np.diff(np.concatenate(([self.here[2]], tables_at[:n_ok])))
+        held[0] += tl.hold_tables
+        tl.peak_tables = max(tl.peak_tables, int(held.max()))
         kl, jl = int(kp[last]), int(j[last])
         there = (
             int(start[last]),
             int(pc.cum_visits[kl]) + jl,
-            int(pc.cum_tables[kl]),
+            int(tables_at[last]),
             int(ops_at[last]),
         )
         tl.visits += there[1] - self.here[1] + n_ok * (1 + p.root - p.bottom)
