@@ -31,11 +31,11 @@ from .population import (
     ACCESSED,
     DIRTY,
     NONPRESENT,
+    RankPrefix,
     _affine_key,
     codes_from_ranks,
     leaf_entry_ranks,
     leaf_table_counts,
-    rank_prefix_count,
 )
 from .result import ZapResult
 from .scenario import PTES_PER_TABLE, TABLE_BYTES, Scenario
@@ -291,7 +291,7 @@ class Pass:
             return t * ENTRIES, np.searchsorted(below, t * ENTRIES)
         cnt = self.guest.counts
         midx, add = _affine_key(self.scn.seed, t)
-        return midx, add, cnt.present[t], cnt.accessed[t], cnt.dirty[t]
+        return tuple(RankPrefix(midx, add, x[t]) for x in (cnt.present, cnt.accessed, cnt.dirty))
 
     def prefix_cost(
         self, params: tuple | None, j: np.ndarray
@@ -307,10 +307,7 @@ class Pass:
             hi = np.searchsorted(self.guest.exist[self.bottom - 1], base + j)
             cost_sum, table_sum = self._child_sums
             return j * c.visit + cost_sum[hi] - cost_sum[lo], hi - lo, table_sum[hi] - table_sum[lo]
-        midx, add, present, accessed, dirty = params
-        present = rank_prefix_count(midx, add, j, present)
-        accessed = rank_prefix_count(midx, add, j, accessed)
-        dirty = rank_prefix_count(midx, add, j, dirty)
+        present, accessed, dirty = (count(j) for count in params)
         cost = j * c.visit + present * c.entry_present + accessed * c.accessed + dirty * c.dirty
         return cost, present, np.zeros_like(j)
 
@@ -498,7 +495,7 @@ class TickWalk:
     the next normal visit starts; ``search`` the first (piece, entry) that
     may yield (the visit at ``here`` is a restart's re-visit and cannot)."""
 
-    MAX_BATCH = 1 << 15
+    BATCH = 1024  # proposals per batch; most runs end at an upper visit after ~500
 
     def __init__(self, p: Pass, tl: FastTimeline):
         self.p, self.tl, self.pc = p, tl, p.pieces()
@@ -509,15 +506,9 @@ class TickWalk:
         self.search = (0, 0)
 
     def run(self) -> None:
-        batch = 64
-        batchable = True
         while True:
-            if batchable:
-                accepted = self.batch(batch)
-                if accepted:
-                    batch = min(2 * batch, self.MAX_BATCH)
-                    continue
-                batch = 64
+            if self.batch(self.BATCH):
+                continue
             found = self.next_yield()
             if found is None:
                 break
@@ -617,8 +608,11 @@ class TickWalk:
             return 0
         i = np.arange(size, dtype=np.int64)
         x = x0 + i * step
-        kp = np.searchsorted(pc.cum_cost[1:], x, side="left")
+        # x is ascending: search only the stretch of pieces it spans.
         k0, j0 = self.search
+        k_hi = int(np.searchsorted(pc.cum_cost[1:], x[-1], side="left")) + 1
+        k_lo = min(k0, int(np.searchsorted(pc.cum_cost[1:], x[0], side="left")))
+        kp = k_lo + np.searchsorted(pc.cum_cost[1 + k_lo : 1 + k_hi], x, side="left")
         jmin = np.ones(size, dtype=np.int64)
         if kp[0] <= k0:
             kp[0] = k0

@@ -170,20 +170,36 @@ def _rank_counts() -> np.ndarray:
     return onehot.cumsum(axis=1, dtype=np.int16).cumsum(axis=2, dtype=np.int16)
 
 
+class RankPrefix:
+    """#{i < j : (mul*i + add) mod 512 < threshold} for fixed tables and
+    thresholds and many ``j``: the part that does not depend on ``j`` is
+    worked out once (a binary search over ``j`` asks many times)."""
+
+    def __init__(self, midx: np.ndarray, add: np.ndarray, threshold: np.ndarray):
+        n = PTES_PER_TABLE
+        self.flat = _rank_counts().reshape(-1)
+        self.base = np.asarray(midx, dtype=np.int64) * (n + 1) * (n + 1)
+        lo = (n - np.asarray(add, dtype=np.int64)) % n  # mul*i mod n in [lo, lo + t)
+        hi = lo + np.asarray(threshold, dtype=np.int64)
+        self.wrap = hi > n
+        self.lo = lo
+        self.hi = np.where(self.wrap, hi - n, hi)
+
+    def __call__(self, j: np.ndarray) -> np.ndarray:
+        row = self.base + np.asarray(j, dtype=np.int64) * (PTES_PER_TABLE + 1)
+        below_lo = self.flat.take(row + self.lo).astype(np.int64)
+        below_hi = self.flat.take(row + self.hi).astype(np.int64)
+        # Without wrap: [lo, hi) = below_hi - below_lo; with wrap the
+        # interval is [lo, n) + [0, hi): j - below_lo + below_hi.
+        return below_hi - below_lo + np.where(self.wrap, j, 0)
+
+
 def rank_prefix_count(
     midx: np.ndarray, add: np.ndarray, j: np.ndarray, threshold: np.ndarray
 ) -> np.ndarray:
     """How many of the first ``j`` entries of a full leaf table rank below
     ``threshold``: #{i < j : (mul*i + add) mod 512 < threshold}."""
-    n = PTES_PER_TABLE
-    c = _rank_counts()
-    j = np.asarray(j, dtype=np.int64)
-    lo = (n - np.asarray(add)) % n  # (mul*i + add) mod n < t  <=>  mul*i mod n in [lo, lo + t)
-    hi = lo + np.asarray(threshold)
-    wrap = hi > n
-    inside = c[midx, j, np.minimum(hi, n)].astype(np.int64) - c[midx, j, lo]
-    wrapped = j - c[midx, j, lo] + c[midx, j, np.where(wrap, hi - n, 0)]
-    return np.where(wrap, wrapped, inside)
+    return RankPrefix(midx, add, threshold)(j)
 
 
 def codes_from_ranks(ranks: np.ndarray, present: int, accessed: int, dirty: int) -> np.ndarray:
