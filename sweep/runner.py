@@ -191,6 +191,33 @@ def runtime_env() -> dict:
     return {"py_modules": [engine, sweep, conf]}
 
 
+# Ray resolves 127.0.0.1 to the host's address and binds its gRPC servers to
+# every interface, except where "clusters are not supported" (Windows, macOS):
+# there it keeps the node on loopback.  That switch is read from the
+# environment by Ray's child processes and was read by the driver when it
+# imported ray, so both are set.
+_LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def init_local_ray(num_cpus: int | None = None, object_store_memory: int | None = None) -> None:
+    """Start an embedded Ray on loopback only, without the dashboard's web UI."""
+    from ray._private import ray_constants
+
+    os.environ[_LOOPBACK_ENV] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        ray.init(
+            address="local",  # never join a cluster started elsewhere on this host
+            num_cpus=num_cpus,
+            object_store_memory=object_store_memory,
+            include_dashboard=False,
+            log_to_driver=False,
+        )
+    finally:
+        os.environ.pop(_LOOPBACK_ENV, None)
+        ray_constants.ENABLE_RAY_CLUSTER = True
+
+
 @contextmanager
 def ray_session(cfg: RayConfig):
     """Connect to the cluster named by ``cfg.address``/``RAY_ADDRESS``, or start
@@ -203,14 +230,7 @@ def ray_session(cfg: RayConfig):
         log.info("joining the Ray cluster at %s", address)
         ray.init(address=address, runtime_env=runtime_env(), log_to_driver=False)
     else:
-        ray.init(
-            address="local",
-            num_cpus=cfg.num_cpus,
-            object_store_memory=cfg.object_store_memory,
-            include_dashboard=False,
-            _node_ip_address="127.0.0.1",
-            log_to_driver=False,
-        )
+        init_local_ray(cfg.num_cpus, cfg.object_store_memory)
     try:
         resources = ray.cluster_resources()
         log.info("Ray: %d node(s), %s CPUs", len(ray.nodes()), resources.get("CPU"))

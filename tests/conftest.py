@@ -1,8 +1,8 @@
 """Shared fixtures.
 
 ``ray_local``: one embedded Ray for the whole session (2 CPUs at most,
-loopback, no dashboard), shut down at the end.  ``address="local"`` makes
-sure it never joins a cluster some other process started on this machine.
+loopback only, no dashboard), shut down at the end.  It never joins a cluster
+some other process started on this machine.
 """
 
 from __future__ import annotations
@@ -10,18 +10,14 @@ from __future__ import annotations
 import pytest
 import ray
 
+from sweep.runner import init_local_ray
+
 
 @pytest.fixture(scope="session")
 def ray_local():
     if ray.is_initialized():
         yield ray
         return
-    ray.init(
-        address="local",
-        num_cpus=2,
-        include_dashboard=False,
-        _node_ip_address="127.0.0.1",
-        log_to_driver=False,
-    )
+    init_local_ray(num_cpus=2)
     yield ray
     ray.shutdown()

@@ -103,3 +103,9 @@ def test_failing_cells_become_error_rows_not_a_failed_sweep(ray_local, tmp_path)
 )
 def test_auto_batch_size(expected, cpus, size):
     assert auto_batch_size(expected, cpus) == size
+
+
+def test_local_ray_is_on_loopback(ray_local):
+    (node,) = ray_local.nodes()
+    assert node["NodeManagerAddress"] == "127.0.0.1"
+    assert ray_local.get_runtime_context().gcs_address.startswith("127.0.0.1:")
