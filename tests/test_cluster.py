@@ -1,0 +1,131 @@
+"""A real two-node Ray cluster (``ray start`` head + worker on this host)
+running a sweep: rows come back from both nodes.
+
+Each ``ray start --block`` process is stopped by its own pid; it takes its
+Ray processes down with it.  The cluster has its own temp dir (so no other
+``ray.init()`` on this host finds it) and auth disabled (so it does not
+depend on ~/.ray/auth_token).  Ray rewrites 127.0.0.1 to the host's address
+for multi-node clusters on Linux, so the nodes register under that address.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from sweep.results import open_dataset
+
+BIN = Path(sys.executable).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ray_start(args: list[str], temp_dir: str, log: Path, env: dict) -> subprocess.Popen:
+    return subprocess.Popen(
+        [str(BIN / "ray"), "start", *args, "--num-cpus=1", f"--temp-dir={temp_dir}", "--block"],
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _wait_for_nodes(address: str, n: int, env: dict, timeout: float = 90) -> None:
+    code = (
+        "import ray, sys; ray.init(address=sys.argv[1], log_to_driver=False); "
+        "print(sum(x['Alive'] for x in ray.nodes()))"
+    )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        out = subprocess.run(
+            [sys.executable, "-c", code, address], capture_output=True, text=True, env=env
+        )
+        if out.returncode == 0 and out.stdout.strip().splitlines()[-1:] == [str(n)]:
+            return
+        time.sleep(2)
+    raise AssertionError(f"the cluster at {address} did not reach {n} nodes")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_sweep_on_a_two_node_cluster_uses_both_nodes(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["RAY_AUTH_MODE"] = "disabled"
+    temp_dir = tempfile.mkdtemp(prefix="zr", dir="/tmp")  # short: socket paths are limited
+    port = _free_port()
+    address = f"127.0.0.1:{port}"
+    head_args = ["--head", "--node-ip-address=127.0.0.1", f"--port={port}"]
+    head = _ray_start(
+        [*head_args, "--include-dashboard=false"], temp_dir, tmp_path / "head.log", env
+    )
+    worker = None
+    try:
+        _wait_for_nodes(address, 1, env)
+        worker = _ray_start(
+            [f"--address={address}", "--node-ip-address=127.0.0.1"],
+            temp_dir,
+            tmp_path / "worker.log",
+            env,
+        )
+        _wait_for_nodes(address, 2, env)
+        run_dir = tmp_path / "run"
+        sweep = subprocess.run(
+            [
+                str(BIN / "zapsweep"),
+                "grid=smoke",
+                "engine=reference",
+                "report=false",
+                "batch.size=2",
+                f"ray.address={address}",
+                f"hydra.run.dir={run_dir}",
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=240,
+        )
+        assert sweep.returncode == 0, sweep.stderr[-3000:]
+    finally:
+        for proc in (worker, head):
+            if proc is not None:
+                _stop(proc)
+
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    table = open_dataset(run_dir / "results").to_table()
+    workers = set(table["worker"].to_pylist())
+    assert len(workers) == 2, workers
+    ids = table["cell_id"].to_pylist()
+    assert len(ids) == len(set(ids)) == manifest["counts"]["valid"]
+    polars = pl.scan_parquet(run_dir / "results" / "**" / "*.parquet", hive_partitioning=True)
+    assert polars.select(pl.len()).collect().item() == table.num_rows
+    deadline = time.monotonic() + 30  # the nodes' processes exit shortly after them
+    while (leftovers := _processes_under(temp_dir)) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert not leftovers, f"Ray processes left running: {leftovers}"
+
+
+def _processes_under(temp_dir: str) -> str:
+    return subprocess.run(["pgrep", "-f", temp_dir], capture_output=True, text=True).stdout.strip()
