@@ -594,18 +594,20 @@ class TickWalk:
     # Many yields at once (leaf and skip passes) ---------------------
 
     def batch(self, size: int) -> int:
-        """Propose the next ``size`` yields assuming each lands on a bottom
-        entry of a full table and answers the next interval; accept the
-        longest prefix for which that holds.  Returns how many were taken."""
+        """Propose the next yields assuming each lands on a bottom entry of a
+        full table and answers the next interval; accept the longest prefix
+        for which that holds (a yield that lands on the upper visit after a
+        table ends the batch, as its restart is one visit shorter).
+        Returns how many were taken."""
         p, tl, pc, visit = self.p, self.tl, self.pc, self.visit
         scn = tl.scn
         x0, boundary = self.target()
         flush = tl.flush_ps if scn.flush_on_yield else 0
-        restart = (p.root - p.bottom) * visit
-        omega = visit + flush + tl.cm.yield_ps + restart
+        omega = visit + flush + tl.cm.yield_ps + (p.root - p.bottom) * visit
         step = tl.interval - omega
         if step <= 0:
             return 0
+        size = int(min(size, max(0, int(pc.cum_cost[-1]) - x0) // step + 2))
         i = np.arange(size, dtype=np.int64)
         x = x0 + i * step
         # x is ascending: search only the stretch of pieces it spans.
@@ -618,80 +620,88 @@ class TickWalk:
             kp[0] = k0
             jmin[0] = max(1, j0)
         ok = kp < self.npieces
-        if not ok[0]:
+        ok[ok] = pc.bidx[kp[ok]] >= 0
+        ok[ok] = p.full_tables(pc.bidx[kp[ok]])
+        n = int(np.argmin(ok)) if not ok.all() else size
+        if n == 0:
             return 0
-        n_ok = int(np.argmin(ok)) if not ok.all() else size
-        kp, x, jmin = kp[:n_ok], x[:n_ok], jmin[:n_ok]
+        kp, x, jmin, i = kp[:n], x[:n], jmin[:n], i[:n]
         b = pc.bidx[kp]
-        ok = b >= 0
-        ok[ok] = p.full_tables(b[ok])
-        n_ok = int(np.argmin(ok)) if not ok.all() else len(ok)
-        if n_ok == 0:
-            return 0
-        kp, x, jmin, b = kp[:n_ok], x[:n_ok], jmin[:n_ok], b[:n_ok]
         xr = x - pc.cum_cost[kp]
         # Binary search for the first entry j >= jmin starting at or after xr.
         params = p.prefix_params(b)
-        lo, hi = jmin.copy(), np.full(n_ok, ENTRIES, dtype=np.int64)
+        lo, hi = jmin.copy(), np.full(n, ENTRIES, dtype=np.int64)
         while True:
             live = lo < hi
             if not live.any():
                 break
             mid = (lo + hi) // 2
-            start = p.prefix_cost(params, mid)[0]
-            at = start >= xr
+            at = p.prefix_cost(params, mid)[0] >= xr
             hi = np.where(live & at, mid, hi)
             lo = np.where(live & ~at, mid + 1, lo)
         j = lo
-        ok = j < ENTRIES
-        # Positions must move strictly forward.
-        order_key = kp * (ENTRIES + 1) + j
-        ok[1:] &= order_key[1:] > order_key[:-1]
         start, ops_in, freed_in = p.prefix_cost(params, j)
         start = start + pc.cum_cost[kp]
         ops_at = pc.cum_ops[kp] + ops_in
         tables_at = pc.cum_tables[kp] + freed_in
-        offset = (tl.clock - self.here[0]) + i[: len(j)] * omega
-        t_check = start + offset + visit
+        visits_at = pc.cum_visits[kp] + j
+        level = np.full(n, p.bottom, dtype=np.int64)
+        spill = np.flatnonzero(j >= ENTRIES)
+        if len(spill):
+            # No entry of the table starts late enough: the yield falls on
+            # the next piece, if that is an upper step-side visit.
+            d = int(spill[0])
+            nxt = int(kp[d]) + 1
+            n = d
+            if nxt < self.npieces and pc.bidx[nxt] < 0 and pc.ss[nxt]:
+                n = d + 1
+                kp[d], j[d], level[d] = nxt, 0, pc.level[nxt]
+                start[d], ops_at[d] = pc.cum_cost[nxt], pc.cum_ops[nxt]
+                tables_at[d], visits_at[d] = pc.cum_tables[nxt], pc.cum_visits[nxt]
+            if n == 0:
+                return 0
+        ok = np.ones(n, dtype=bool)
+        # Positions must move strictly forward.
+        order_key = kp[:n] * (ENTRIES + 1) + j[:n]
+        ok[1:] &= order_key[1:] > order_key[:-1]
+        offset = (tl.clock - self.here[0]) + i[:n] * omega
+        t_check = start[:n] + offset + visit
         t_clear = t_check + flush + tl.cm.yield_ps
-        bounds = boundary + i[: len(j)] * tl.interval
         # Each yield must answer its own interval, not a later one.
-        ok &= t_clear < bounds + tl.interval
+        ok &= t_clear < boundary + (i[:n] + 1) * tl.interval
         if scn.flush_on_yield:
-            prev_ops = np.concatenate(([self.here[3]], ops_at[:-1]))
-            pending = ops_at > prev_ops
+            pending = ops_at[:n] > np.concatenate(([self.here[3]], ops_at[: n - 1]))
             pending[0] |= tl.flush_pending
             ok &= pending
-        n_ok = int(np.argmin(ok)) if not ok.all() else len(ok)
-        if n_ok == 0:
+        n = int(np.argmin(ok)) if not ok.all() else n
+        if n == 0:
             return 0
-        last = n_ok - 1
-        hold_end = t_check[:n_ok] + flush
-        hold_start = np.concatenate(([tl.hold_start], t_clear[: n_ok - 1]))
+        last = n - 1
+        hold_end = t_check[:n] + flush
+        hold_start = np.concatenate(([tl.hold_start], t_clear[:last]))
         tl.max_hold = max(tl.max_hold, int((hold_end - hold_start).max()))
-        held = np.diff(np.concatenate(([self.here[2]], tables_at[:n_ok])))
+        held = np.diff(np.concatenate(([self.here[2]], tables_at[:n])))
         held[0] += tl.hold_tables
         tl.peak_tables = max(tl.peak_tables, int(held.max()))
         kl, jl = int(kp[last]), int(j[last])
-        there = (
-            int(start[last]),
-            int(pc.cum_visits[kl]) + jl,
-            int(tables_at[last]),
-            int(ops_at[last]),
-        )
-        tl.visits += there[1] - self.here[1] + n_ok * (1 + p.root - p.bottom)
-        tl.yields += n_ok
+        there = (int(start[last]), int(visits_at[last]), int(tables_at[last]), int(ops_at[last]))
+        ancestors = p.root - level[:n]
+        tl.visits += there[1] - self.here[1] + n + int(ancestors.sum())
+        tl.yields += n
         if scn.flush_on_yield:
-            tl.tlb_flushes += n_ok
+            tl.tlb_flushes += n
             tl.flush_pending = False
         else:
             tl.flush_pending |= there[3] > self.here[3]
         tl.hold_tables = 0
         tl.hold_start = tl.resched_cleared = int(t_clear[last])
-        tl.clock = int(t_clear[last]) + restart
+        tl.clock = int(t_clear[last]) + int(ancestors[last]) * visit
         self.here = there
-        self.search = (kl, jl + 1) if jl + 1 < ENTRIES else (kl + 1, 0)
-        return n_ok
+        if pc.bidx[kl] < 0 or jl + 1 >= ENTRIES:
+            self.search = (kl + 1, 0)
+        else:
+            self.search = (kl, jl + 1)
+        return n
 
 
 def run_tick(p: Pass, tl: FastTimeline) -> None:

@@ -79,10 +79,18 @@ def binomial_from_uniform(u: np.ndarray, n: np.ndarray, q: float) -> np.ndarray:
     if q >= 1.0:
         return n.copy()
     out = np.empty_like(n)
-    for nv in np.unique(n):
-        mask = n == nv
-        k = np.searchsorted(_binomial_cdf(int(nv), float(q)), u[mask], side="right")
-        out[mask] = np.minimum(k, nv)
+    if len(n) == 0:
+        return out
+    values = np.flatnonzero(np.bincount(n))
+    if len(values) == 1:  # a fully populated guest: one CDF for every table
+        k = np.searchsorted(_binomial_cdf(int(values[0]), float(q)), u, side="right")
+        return np.minimum(k, n)
+    order = np.argsort(n, kind="stable")
+    bounds = np.searchsorted(n[order], values, side="left")
+    for nv, lo, hi in zip(values, bounds, np.r_[bounds[1:], len(n)], strict=True):
+        idx = order[lo:hi]
+        k = np.searchsorted(_binomial_cdf(int(nv), float(q)), u[idx], side="right")
+        out[idx] = np.minimum(k, nv)
     return out
 
 
