@@ -1,0 +1,97 @@
+"""Engine benchmark: fast vs reference, and the fast engine at scale.
+
+Prints, measured side by side in this one run:
+  1. fast/reference speed ratio on a fully populated 4 GiB 4K guest
+     (target >= 1000x);
+  2. the fast engine's wall time and peak memory on a 16 TiB, 5-level, 4K,
+     fully populated guest, `4K,2M,1G,512G,root`, tick at 1000 us, A=1,
+     D=0.5, pinned to one core (targets < 2 s, < 2 GiB);
+  3. how that time grows from 1 TiB to 16 TiB (target: far below 16x).
+
+Each measurement runs in a fresh subprocess pinned to one CPU, so peak RSS
+is that of one simulation (plus the interpreter and numpy).
+
+    python bench/engine.py [--repeat N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+
+CHILD = r"""
+import json, os, resource, sys, time
+os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+from engine import Scenario, load_cost_model, simulate
+kw, engine, repeat = json.loads(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+cm = load_cost_model("seed-2022")  # parsed once, as a sweep worker does
+simulate(Scenario(guest_memory="2MiB"), engine, cm)  # imports, tables, caches
+s = Scenario(**kw)
+times = []
+for _ in range(repeat):
+    t = time.perf_counter()
+    r = simulate(s, engine, cm)
+    times.append(time.perf_counter() - t)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(json.dumps({"times": times, "peak": peak, "visits": r.visits, "yields": r.yields}))
+"""
+
+
+def measure(kw: dict, engine: str, repeat: int) -> dict:
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, json.dumps(kw), engine, str(repeat)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args()
+    big = dict(
+        paging_levels=5,
+        page_size="4K",
+        zap_levels="4K,2M,1G,512G,root",
+        resched="tick",
+        resched_interval_us=1000,
+        accessed_ratio=1.0,
+        dirty_ratio=0.5,
+    )
+    small = dict(big, paging_levels=4, zap_levels="per_level", guest_memory="4GiB")
+
+    print("== 1. fast vs reference, 4 GiB 4K fully populated, per_level, tick 1000us, A=1 D=0.5")
+    ref = measure(small, "reference", 1)
+    fast = measure(small, "fast", max(args.repeat, 5))
+    t_ref, t_fast = min(ref["times"]), statistics.median(fast["times"])
+    print(f"reference  {t_ref:9.3f} s   ({ref['visits']} visits, {ref['yields']} yields)")
+    print(f"fast       {t_fast:9.4f} s   (median of {len(fast['times'])})")
+    print(f"ratio      {t_ref / t_fast:9.0f}x   (target >= 1000x)")
+
+    print("\n== 2./3. fast engine, 5-level 4K fully populated, 4K,2M,1G,512G,root, tick 1000us")
+    rows = {}
+    for size in ("1TiB", "2TiB", "4TiB", "8TiB", "16TiB"):
+        m = measure(dict(big, guest_memory=size), "fast", args.repeat)
+        rows[size] = m
+        print(
+            f"{size:>6}  wall {statistics.median(m['times']):7.3f} s (min {min(m['times']):.3f})"
+            f"  peak {m['peak'] / 2**30:5.2f} GiB  yields {m['yields']}"
+        )
+    t16 = statistics.median(rows["16TiB"]["times"])
+    t1 = statistics.median(rows["1TiB"]["times"])
+    print(
+        f"16 TiB: {t16:.3f} s (target < 2 s), peak {rows['16TiB']['peak'] / 2**30:.2f} GiB "
+        f"(target < 2 GiB)"
+    )
+    print(f"growth 1 TiB -> 16 TiB: {t16 / t1:.1f}x (target far below 16x)")
+    print(f"cpus visible: {len(os.sched_getaffinity(0))}, load average: {os.getloadavg()}")
+
+
+if __name__ == "__main__":
+    main()
