@@ -55,7 +55,9 @@ def fmt_plain(v: Any) -> str:
     if isinstance(v, bool):
         return "yes" if v else "no"
     if isinstance(v, float):
-        return f"{v:g}"
+        if v.is_integer():
+            return str(int(v))
+        return f"{v:.1f}" if abs(v) >= 1000 else f"{v:g}"
     return str(v)
 
 
