@@ -270,9 +270,9 @@ class Pass:
 
     # The walk's pieces -----------------------------------------------
 
-    def pieces(self) -> Pieces:
+    def pieces(self, with_ops: bool) -> Pieces:
         if self._pieces is None:
-            self._pieces = Pieces.of(self)
+            self._pieces = Pieces.of(self, with_ops)
         return self._pieces
 
     def prefix_params(self, b: np.ndarray) -> tuple | None:
@@ -322,66 +322,119 @@ class Pass:
 
 @dataclass
 class Pieces:
-    """The pass's walk as a pre-order sequence of pieces: an upper visit
-    (``bidx`` -1) or a bottom table (``bidx`` its index), with running sums."""
+    """The pass's walk as a pre-order sequence of pieces, with running sums.
 
-    level: np.ndarray
-    ss: (
-        np.ndarray
-    )  # reached by a step side (only upper pieces; a bottom table starts with a step down)
-    bidx: np.ndarray
-    visits: np.ndarray
-    cum_cost: np.ndarray
-    cum_visits: np.ndarray
-    cum_tables: np.ndarray
-    cum_ops: np.ndarray
+    When the bottom level B is below the root, every visited entry of a
+    level-(B+1) table is one *compound* piece: its visit 0 is that entry
+    (the *head*, reached by a step side unless it is entry 0 of its table)
+    and, when the entry points to a bottom table, visits 1.. are that
+    table's entries (entry 0 reached by the step down, the others by step
+    sides).  Entries at levels above B+1 are pieces of a single head visit.
+    So visit j of a piece is its head for j = 0 and bottom entry j - 1
+    otherwise.  When B is the root there is no head: the pass is one piece,
+    the root table, and visit j is its entry j.
+
+    Halving the piece count this way (instead of one piece per upper visit
+    and one per bottom table) keeps a 16 TiB guest's 4K pass at 8M pieces,
+    and the order needs no sort: the level-(B+1) entries are already in
+    order, and the few higher entries are inserted in front of their
+    subtrees.
+    """
+
+    head: int  # visits before the bottom table: 1, or 0 for the root-only pass
+    level: np.ndarray  # int8, level of the head visit
+    ss: np.ndarray  # bool, the head visit is reached by a step side
+    bidx: np.ndarray  # the bottom table of the piece, or -1
+    cum_cost: np.ndarray  # ps before each piece, and the pass total
+    cum_tables: np.ndarray | None  # tables freed before each piece; None if none are
+    cum_ops: np.ndarray | None  # clears before each piece; built only when read
+    visits: int  # all visits of the pass, yields' re-visits excluded
 
     @classmethod
-    def of(cls, p: Pass) -> Pieces:
-        """Pre-order: sort by (GFN, parent before child)."""
-        root, bottom, guest = p.root, p.bottom, p.guest
-        gfns, levels, ss, bidx = [], [], [], []
-        for level in range(bottom + 1, root + 1):
+    def of(cls, p: Pass, with_ops: bool) -> Pieces:
+        root, bottom, guest, visit = p.root, p.bottom, p.guest, p.costs.visit
+        nb = len(p.tables)
+        index_type = np.int32 if nb < 2**31 else np.int64
+        visits = p.upper_visits + int(p.n.sum())
+        if bottom == root:  # one bottom table, the root, and nothing above it
+            return cls(
+                head=0,
+                level=np.full(1, root, dtype=np.int8),
+                ss=np.zeros(1, dtype=bool),
+                bidx=np.zeros(1, dtype=index_type),
+                cum_cost=np.r_[0, p.b_cost],
+                cum_tables=np.r_[0, p.b_tables],
+                cum_ops=np.r_[0, p.b_ops],
+                visits=visits,
+            )
+        # Compound pieces: the visited entries of the level-(B+1) tables, in
+        # table order.  Bottom table t hangs under table t >> 9, entry t & 511.
+        parent_level = bottom + 1
+        parents = guest.exist[parent_level]
+        n_parent = guest.visited_entries(parent_level, parents)
+        first = np.cumsum(n_parent) - n_parent
+        m = int(n_parent.sum())
+        full = nb == m  # every entry points to a bottom table: piece i is table i
+        pos = None if full else first[np.searchsorted(parents, p.tables >> 9)] + (p.tables & 511)
+
+        def per_compound(values: np.ndarray, fill: int, dtype=np.int64) -> np.ndarray:
+            if full:
+                return values.astype(dtype, copy=False)
+            out = np.full(m, fill, dtype=dtype)
+            out[pos] = values
+            return out
+
+        ss = np.ones(m, dtype=bool)
+        ss[first] = False
+        # Entries above level B+1: each goes in front of the compound pieces
+        # of its subtree, i.e. of the first level-(B+1) table at or after its
+        # GFN (the GFN is aligned to a level-(B+1) table span).
+        up_gfn, up_level, up_ss = [], [], []
+        for level in range(parent_level + 1, root + 1):
             tables = guest.exist[level]
             n = guest.visited_entries(level, tables)
-            total = int(n.sum())
-            first = np.repeat(np.cumsum(n) - n, n)
-            j = np.arange(total, dtype=np.int64) - first
-            gfns.append(np.repeat(tables * table_span(level), n) + j * pages_per_spte(level))
-            levels.append(np.full(total, level, dtype=np.int8))
-            ss.append(j > 0)
-            bidx.append(np.full(total, -1, dtype=np.int64))
-        gfns.append(p.tables * table_span(bottom))
-        levels.append(np.full(len(p.tables), bottom, dtype=np.int8))
-        ss.append(np.zeros(len(p.tables), dtype=bool))
-        bidx.append(np.arange(len(p.tables), dtype=np.int64))
-        gfn = np.concatenate(gfns)
-        level = np.concatenate(levels)
-        order = np.argsort(gfn * 8 + (root - level), kind="stable")
-        del gfn, gfns
-        level = level[order]
-        bidx = np.concatenate(bidx)[order]
-        ss = np.concatenate(ss)[order]
-        del order
-        is_b = bidx >= 0
-        b = bidx[is_b]
+            j = np.arange(int(n.sum()), dtype=np.int64) - np.repeat(np.cumsum(n) - n, n)
+            up_gfn.append(np.repeat(tables * table_span(level), n) + j * pages_per_spte(level))
+            up_level.append(np.full(len(j), level, dtype=np.int8))
+            up_ss.append(j > 0)
+        gfn = np.concatenate(up_gfn) if up_gfn else np.zeros(0, dtype=np.int64)
+        up_level = np.concatenate(up_level) if up_level else np.zeros(0, dtype=np.int8)
+        up_ss = np.concatenate(up_ss) if up_ss else np.zeros(0, dtype=bool)
+        order = np.argsort(gfn * 8 + (root - up_level), kind="stable")  # parent first
+        gfn, up_level, up_ss = gfn[order], up_level[order], up_ss[order]
+        at = np.r_[first, m][np.searchsorted(parents, gfn // table_span(parent_level))]
 
-        def running(bottom_values: np.ndarray, upper_value: int) -> np.ndarray:
-            values = np.full(len(bidx), upper_value, dtype=np.int64)
-            values[is_b] = bottom_values[b]
-            return np.r_[0, np.cumsum(values)]
+        def merged(compound: np.ndarray, upper) -> np.ndarray:
+            return np.insert(compound, at, upper) if len(at) else compound
 
-        visits = np.ones(len(bidx), dtype=np.int64)
-        visits[is_b] = p.n[b]
+        def running(bottom_values: np.ndarray, head_value: int) -> np.ndarray:
+            piece = merged(per_compound(bottom_values, 0) + head_value, head_value)
+            out = np.empty(len(piece) + 1, dtype=np.int64)
+            out[0] = 0
+            np.cumsum(piece, out=out[1:])
+            return out
+
         return cls(
-            level=level,
-            ss=ss,
-            bidx=bidx,
+            head=1,
+            level=merged(np.full(m, parent_level, dtype=np.int8), up_level),
+            ss=merged(ss, up_ss),
+            bidx=merged(per_compound(np.arange(nb, dtype=index_type), -1, index_type), -1),
+            cum_cost=running(p.b_cost, visit),
+            cum_tables=running(p.b_tables, 0) if p.b_tables.any() else None,
+            cum_ops=running(p.b_ops, 0) if with_ops else None,
             visits=visits,
-            cum_cost=running(p.b_cost, p.costs.visit),
-            cum_visits=np.r_[0, np.cumsum(visits)],
-            cum_tables=running(p.b_tables, 0),
-            cum_ops=running(p.b_ops, 0),
+        )
+
+    def piece_visits(self, k: int, n: np.ndarray) -> int:
+        b = int(self.bidx[k])
+        return self.head + (int(n[b]) if b >= 0 else 0)
+
+    def at(self, k) -> tuple:
+        """(cost, tables, ops) before piece(s) ``k``; ops only when built."""
+        return (
+            self.cum_cost[k],
+            0 if self.cum_tables is None else self.cum_tables[k],
+            0 if self.cum_ops is None else self.cum_ops[k],
         )
 
 
@@ -443,13 +496,14 @@ def run_never(p: Pass, tl: FastTimeline) -> None:
 def run_always(p: Pass, tl: FastTimeline) -> None:
     """A yield in front of every step-side visit."""
     visit, bottom = p.costs.visit, p.bottom
-    pieces = p.pieces()
+    pieces = p.pieces(with_ops=False)
     for k in range(len(pieces.bidx)):
-        b = int(pieces.bidx[k])
-        if b < 0:
+        if pieces.head:
             if pieces.ss[k]:
                 tl.yield_cpu(int(pieces.level[k]))
             tl.advance(visit, 1, 0, False)
+        b = int(pieces.bidx[k])
+        if b < 0:
             continue
         body, cleared, freed = p.entries(b)
         # Entry 0 was reached by a step down: no yield in front of it.
@@ -491,18 +545,22 @@ class TickWalk:
     reached by a step side whose check sees need_resched, i.e. that starts at
     or after the next multiple of the interval minus one visit.
 
-    ``here`` is the pass position (running cost, visits, tables, ops) where
-    the next normal visit starts; ``search`` the first (piece, entry) that
-    may yield (the visit at ``here`` is a restart's re-visit and cannot)."""
+    ``here`` is the pass position (running cost, tables freed, clears) where
+    the next normal visit starts; ``search`` the first (piece, visit) that
+    may yield (the visit at ``here`` is a restart's re-visit and cannot).
+    Clears are only tracked with flush_on_yield: nothing else reads
+    flush_pending.  Visits are counted once, for the whole pass, at the end:
+    the walk's own visits do not depend on where it yields."""
 
     BATCH = 1024  # proposals per batch; most runs end at an upper visit after ~500
 
     def __init__(self, p: Pass, tl: FastTimeline):
-        self.p, self.tl, self.pc = p, tl, p.pieces()
+        self.flush = tl.scn.flush_on_yield
+        self.p, self.tl, self.pc = p, tl, p.pieces(with_ops=self.flush)
         self.visit = p.costs.visit
         self.npieces = len(self.pc.bidx)
         self.cache: dict[int, tuple] = {}
-        self.here = (0, 0, 0, 0)
+        self.here = (0, 0, 0)
         self.search = (0, 0)
 
     def run(self) -> None:
@@ -513,24 +571,19 @@ class TickWalk:
             if found is None:
                 break
             self.yield_at(*found)
-        pc, here = self.pc, self.here
-        end = (
-            int(pc.cum_cost[-1]),
-            int(pc.cum_visits[-1]),
-            int(pc.cum_tables[-1]),
-            int(pc.cum_ops[-1]),
-        )
-        self.tl.advance(end[0] - here[0], end[1] - here[1], end[2] - here[2], end[3] > here[3])
+        end = tuple(int(v) for v in self.pc.at(self.npieces))
+        self.move_to(end)
+        self.tl.visits += self.pc.visits
+
+    def move_to(self, there: tuple[int, int, int]) -> None:
+        here = self.here
+        self.tl.advance(there[0] - here[0], 0, there[1] - here[1], there[2] > here[2])
+        self.here = there
 
     # One yield at a time, reading entries where needed --------------
 
-    def prefix(self, k: int, j: int) -> tuple[int, int, int, int]:
-        """(cost, visits, tables, ops) of the first j visits of piece k."""
-        if j == 0:
-            return 0, 0, 0, 0
-        b = int(self.pc.bidx[k])
-        if b < 0:
-            return self.visit, 1, 0, 0
+    def table_prefix(self, b: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Running (cost, tables, ops) over the entries of bottom table b."""
         if b not in self.cache:
             self.cache.clear()
             body, cleared, freed = self.p.entries(b)
@@ -539,18 +592,18 @@ class TickWalk:
                 np.r_[0, np.cumsum(freed)],
                 np.r_[0, np.cumsum(cleared)],
             )
-        pcost, ptables, pops = self.cache[b]
-        return int(pcost[j]), j, int(ptables[j]), int(pops[j])
+        return self.cache[b]
 
-    def position(self, k: int, j: int) -> tuple[int, int, int, int]:
-        pc = self.pc
-        c, v, t, o = self.prefix(k, j)
-        return (
-            int(pc.cum_cost[k]) + c,
-            int(pc.cum_visits[k]) + v,
-            int(pc.cum_tables[k]) + t,
-            int(pc.cum_ops[k]) + o,
-        )
+    def position(self, k: int, j: int) -> tuple[int, int, int]:
+        """Pass position where visit j of piece k starts."""
+        c, t, o = (int(v) for v in self.pc.at(k))
+        head = self.pc.head
+        if j > 0 and head:
+            c, j = c + self.visit, j - 1
+        if j > 0:
+            pcost, ptables, pops = self.table_prefix(int(self.pc.bidx[k]))
+            c, t, o = c + int(pcost[j]), t + int(ptables[j]), o + int(pops[j])
+        return c, t, o
 
     def target(self) -> tuple[int, int]:
         """(x, boundary): a yielding visit must start at x or later, in pass
@@ -562,47 +615,43 @@ class TickWalk:
 
     def next_yield(self) -> tuple[int, int] | None:
         x, _ = self.target()
-        pc = self.pc
+        pc, head = self.pc, self.pc.head
         k, j = self.search
         kx = int(np.searchsorted(pc.cum_cost[1:], x, side="left"))
         if kx > k:
             k, j = kx, 0
         while k < self.npieces:
+            start = int(pc.cum_cost[k])
+            if head and j == 0 and pc.ss[k] and start >= x:
+                return k, 0
             b = int(pc.bidx[k])
-            if b < 0:
-                if pc.ss[k] and pc.cum_cost[k] >= x:
-                    return k, 0
-            else:
-                self.prefix(k, 1)  # fills the cache for this table
-                pcost = self.cache[b][0]
-                first = max(j, 1, int(np.searchsorted(pcost, x - pc.cum_cost[k], side="left")))
-                if first < len(pcost) - 1:
-                    return k, first
+            if b >= 0:
+                pcost = self.table_prefix(b)[0]
+                # Bottom entry 0 is reached by the step down: from entry 1.
+                e = int(np.searchsorted(pcost, x - start - head * self.visit, side="left"))
+                e = max(j - head, 1, e)
+                if e < len(pcost) - 1:
+                    return k, head + e
             k, j = k + 1, 0
         return None
 
     def yield_at(self, k: int, j: int) -> None:
-        there = self.position(k, j)
-        here, tl = self.here, self.tl
-        tl.advance(there[0] - here[0], there[1] - here[1], there[2] - here[2], there[3] > here[3])
-        tl.yield_cpu(int(self.pc.level[k]))
-        self.here = there
-        self.search = (
-            (k + 1, 0) if self.pc.bidx[k] < 0 or j + 1 >= self.pc.visits[k] else (k, j + 1)
-        )
+        self.move_to(self.position(k, j))
+        pc = self.pc
+        self.tl.yield_cpu(int(pc.level[k]) if pc.head and j == 0 else self.p.bottom)
+        self.search = (k, j + 1) if j + 1 < pc.piece_visits(k, self.p.n) else (k + 1, 0)
 
-    # Many yields at once (leaf and skip passes) ---------------------
+    # Many yields at once --------------------------------------------
 
     def batch(self, size: int) -> int:
         """Propose the next yields assuming each lands on a bottom entry of a
         full table and answers the next interval; accept the longest prefix
-        for which that holds (a yield that lands on the upper visit after a
-        table ends the batch, as its restart is one visit shorter).
+        for which that holds (a yield that lands on the head of the next
+        piece ends the batch, as its restart is shorter).
         Returns how many were taken."""
-        p, tl, pc, visit = self.p, self.tl, self.pc, self.visit
-        scn = tl.scn
+        p, tl, pc, visit, head = self.p, self.tl, self.pc, self.visit, self.pc.head
         x0, boundary = self.target()
-        flush = tl.flush_ps if scn.flush_on_yield else 0
+        flush = tl.flush_ps if self.flush else 0
         omega = visit + flush + tl.cm.yield_ps + (p.root - p.bottom) * visit
         step = tl.interval - omega
         if step <= 0:
@@ -615,22 +664,25 @@ class TickWalk:
         k_hi = int(np.searchsorted(pc.cum_cost[1:], x[-1], side="left")) + 1
         k_lo = min(k0, int(np.searchsorted(pc.cum_cost[1:], x[0], side="left")))
         kp = k_lo + np.searchsorted(pc.cum_cost[1 + k_lo : 1 + k_hi], x, side="left")
-        jmin = np.ones(size, dtype=np.int64)
+        emin = np.ones(size, dtype=np.int64)  # bottom entry 0 is reached by a step down
+        ok = kp < self.npieces
         if kp[0] <= k0:
             kp[0] = k0
-            jmin[0] = max(1, j0)
-        ok = kp < self.npieces
+            emin[0] = max(1, j0 - head)
+            if head and j0 == 0:
+                ok[0] = False  # may land on the head: one at a time
         ok[ok] = pc.bidx[kp[ok]] >= 0
         ok[ok] = p.full_tables(pc.bidx[kp[ok]])
         n = int(np.argmin(ok)) if not ok.all() else size
         if n == 0:
             return 0
-        kp, x, jmin, i = kp[:n], x[:n], jmin[:n], i[:n]
+        kp, x, emin, i = kp[:n], x[:n], emin[:n], i[:n]
         b = pc.bidx[kp]
-        xr = x - pc.cum_cost[kp]
-        # Binary search for the first entry j >= jmin starting at or after xr.
+        before = pc.at(kp)
+        xr = x - before[0] - head * visit
+        # Binary search for the first entry e >= emin starting at or after xr.
         params = p.prefix_params(b)
-        lo, hi = jmin.copy(), np.full(n, ENTRIES, dtype=np.int64)
+        lo, hi = emin.copy(), np.full(n, ENTRIES, dtype=np.int64)
         while True:
             live = lo < hi
             if not live.any():
@@ -639,38 +691,37 @@ class TickWalk:
             at = p.prefix_cost(params, mid)[0] >= xr
             hi = np.where(live & at, mid, hi)
             lo = np.where(live & ~at, mid + 1, lo)
-        j = lo
-        start, ops_in, freed_in = p.prefix_cost(params, j)
-        start = start + pc.cum_cost[kp]
-        ops_at = pc.cum_ops[kp] + ops_in
-        tables_at = pc.cum_tables[kp] + freed_in
-        visits_at = pc.cum_visits[kp] + j
+        e = lo
+        start, ops_in, freed_in = p.prefix_cost(params, e)
+        start = start + before[0] + head * visit
+        tables_at = before[1] + freed_in
+        ops_at = before[2] + ops_in
+        j = head + e
         level = np.full(n, p.bottom, dtype=np.int64)
-        spill = np.flatnonzero(j >= ENTRIES)
+        spill = np.flatnonzero(e >= ENTRIES)
         if len(spill):
             # No entry of the table starts late enough: the yield falls on
-            # the next piece, if that is an upper step-side visit.
+            # the head of the next piece, if a step side reaches it.
             d = int(spill[0])
             nxt = int(kp[d]) + 1
             n = d
-            if nxt < self.npieces and pc.bidx[nxt] < 0 and pc.ss[nxt]:
+            if head and nxt < self.npieces and pc.ss[nxt]:
                 n = d + 1
                 kp[d], j[d], level[d] = nxt, 0, pc.level[nxt]
-                start[d], ops_at[d] = pc.cum_cost[nxt], pc.cum_ops[nxt]
-                tables_at[d], visits_at[d] = pc.cum_tables[nxt], pc.cum_visits[nxt]
+                start[d], tables_at[d], ops_at[d] = (int(v) for v in pc.at(nxt))
             if n == 0:
                 return 0
         ok = np.ones(n, dtype=bool)
         # Positions must move strictly forward.
-        order_key = kp[:n] * (ENTRIES + 1) + j[:n]
+        order_key = kp[:n] * (ENTRIES + 2) + j[:n]
         ok[1:] &= order_key[1:] > order_key[:-1]
         offset = (tl.clock - self.here[0]) + i[:n] * omega
         t_check = start[:n] + offset + visit
         t_clear = t_check + flush + tl.cm.yield_ps
         # Each yield must answer its own interval, not a later one.
         ok &= t_clear < boundary + (i[:n] + 1) * tl.interval
-        if scn.flush_on_yield:
-            pending = ops_at[:n] > np.concatenate(([self.here[3]], ops_at[: n - 1]))
+        if self.flush:
+            pending = ops_at[:n] > np.concatenate(([self.here[2]], ops_at[: n - 1]))
             pending[0] |= tl.flush_pending
             ok &= pending
         n = int(np.argmin(ok)) if not ok.all() else n
@@ -680,27 +731,23 @@ class TickWalk:
         hold_end = t_check[:n] + flush
         hold_start = np.concatenate(([tl.hold_start], t_clear[:last]))
         tl.max_hold = max(tl.max_hold, int((hold_end - hold_start).max()))
-        held = np.diff(np.concatenate(([self.here[2]], tables_at[:n])))
+        held = np.diff(np.concatenate(([self.here[1]], tables_at[:n])))
         held[0] += tl.hold_tables
         tl.peak_tables = max(tl.peak_tables, int(held.max()))
         kl, jl = int(kp[last]), int(j[last])
-        there = (int(start[last]), int(visits_at[last]), int(tables_at[last]), int(ops_at[last]))
+        there = (int(start[last]), int(tables_at[last]), int(ops_at[last]))
         ancestors = p.root - level[:n]
-        tl.visits += there[1] - self.here[1] + n + int(ancestors.sum())
+        tl.visits += n + int(ancestors.sum())
         tl.yields += n
-        if scn.flush_on_yield:
+        if self.flush:
             tl.tlb_flushes += n
             tl.flush_pending = False
-        else:
-            tl.flush_pending |= there[3] > self.here[3]
         tl.hold_tables = 0
         tl.hold_start = tl.resched_cleared = int(t_clear[last])
         tl.clock = int(t_clear[last]) + int(ancestors[last]) * visit
         self.here = there
-        if pc.bidx[kl] < 0 or jl + 1 >= ENTRIES:
-            self.search = (kl + 1, 0)
-        else:
-            self.search = (kl, jl + 1)
+        more = jl + 1 < pc.piece_visits(kl, p.n)
+        self.search = (kl, jl + 1) if more else (kl + 1, 0)
         return n
 
 
