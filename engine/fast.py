@@ -31,10 +31,12 @@ from .population import (
     ACCESSED,
     DIRTY,
     NONPRESENT,
+    LeafTableCounts,
     RankPrefix,
     _affine_key,
     codes_from_ranks,
     leaf_entry_ranks,
+    leaf_table_count,
     leaf_table_counts,
 )
 from .result import ZapResult
@@ -59,18 +61,35 @@ def _first_of_runs(sorted_values: np.ndarray) -> np.ndarray:
     return np.flatnonzero(np.r_[True, sorted_values[1:] != sorted_values[:-1]])
 
 
+COUNT_CHUNK = 1 << 16  # leaf tables drawn at a time: the draw's temporaries stay in cache
+
+
+def compact_leaf_table_counts(scenario: Scenario) -> LeafTableCounts:
+    """leaf_table_counts() of every leaf table, drawn a chunk at a time and
+    kept as int16 (counts are at most 512): a 16 TiB guest has 8M leaf
+    tables, and four int64 arrays of them would be 256 MiB."""
+    total = leaf_table_count(scenario)
+    out = LeafTableCounts(*(np.empty(total, dtype=np.int16) for _ in range(4)))
+    for lo in range(0, total, COUNT_CHUNK):
+        hi = min(total, lo + COUNT_CHUNK)
+        chunk = leaf_table_counts(scenario, np.arange(lo, hi, dtype=np.int64))
+        for name in ("entries", "present", "accessed", "dirty"):
+            getattr(out, name)[lo:hi] = getattr(chunk, name)
+    return out
+
+
 @dataclass
 class Guest:
     """The built page table, in aggregate: per-level sorted indices of the
     tables that exist (index = base GFN / table span) and leaf counts."""
 
     scenario: Scenario
-    counts: object
+    counts: LeafTableCounts  # int16
     exist: dict[int, np.ndarray]
 
     @classmethod
     def build(cls, scenario: Scenario) -> Guest:
-        counts = leaf_table_counts(scenario)
+        counts = compact_leaf_table_counts(scenario)
         leaf, root = scenario.leaf_level, scenario.root_level
         exist = {leaf: np.flatnonzero(counts.present > 0).astype(np.int64)}
         for level in range(leaf + 1, root):
@@ -82,9 +101,12 @@ class Guest:
     def visited_entries(self, level: int, tables: np.ndarray) -> np.ndarray:
         """Entries of each table whose GFN is below tdp_mmu_max_gfn_host()."""
         end = self.scenario.end_gfn
-        base = tables * table_span(level)
-        per = pages_per_spte(level)
-        return np.minimum(ENTRIES, -((base - end) // per)).astype(np.int64)
+        n = np.full(len(tables), ENTRIES, dtype=np.int64)
+        # Only tables that reach past end are cut short (tables are sorted).
+        cut = int(np.searchsorted(tables, end // table_span(level), side="left"))
+        base = tables[cut:] * table_span(level)
+        n[cut:] = np.minimum(ENTRIES, -((base - end) // pages_per_spte(level)))
+        return n
 
 
 @dataclass
@@ -186,24 +208,29 @@ class Pass:
 
     def _bottom_totals(self) -> None:
         c, nt = self.costs, len(self.tables)
-        zero = np.zeros(nt, dtype=np.int64)
+        zero = np.zeros(nt, dtype=np.int16)
         if self.kind == "skip":
-            body = ops = leaves = acc = dirty = tables = maxbody = maxleaves = zero
+            body = ops = leaves = acc = dirty = tables = zero
+            max_body = max_leaves = 0
         elif self.kind == "leaf":
             cnt = self.guest.counts
-            ops = cnt.present[self.tables].astype(np.int64)
-            acc = cnt.accessed[self.tables].astype(np.int64)
-            dirty = cnt.dirty[self.tables].astype(np.int64)
-            leaves, tables = ops, zero
-            body = ops * c.entry_present + acc * c.accessed + dirty * c.dirty
-            maxbody = np.where(
-                dirty > 0,
-                c.entry_present + c.accessed + c.dirty,
-                np.where(
-                    acc > 0, c.entry_present + c.accessed, np.where(ops > 0, c.entry_present, 0)
-                ),
+            every = nt == len(cnt.present)  # then tables are 0..nt-1: no gather
+            ops, acc, dirty = (
+                x if every else x[self.tables] for x in (cnt.present, cnt.accessed, cnt.dirty)
             )
-            maxleaves = (ops > 0).astype(np.int64)
+            leaves, tables = ops, zero
+            # int16 counts: widen before scaling by a cost.
+            body = ops.astype(np.int64) * c.entry_present
+            body += acc.astype(np.int64) * c.accessed
+            body += dirty.astype(np.int64) * c.dirty
+            # The costliest single leaf anywhere (costs are >= 0).
+            if dirty.any():
+                max_body = c.entry_present + c.accessed + c.dirty
+            elif acc.any():
+                max_body = c.entry_present + c.accessed
+            else:
+                max_body = c.entry_present if ops.any() else 0
+            max_leaves = int(ops.any())
         else:
             child_parent = self.guest.exist[self.bottom - 1] >> 9
             starts = _first_of_runs(child_parent)
@@ -223,7 +250,8 @@ class Pass:
             leaves, acc, dirty = per_table(s.leaves), per_table(s.accessed), per_table(s.dirty)
             tables = per_table(s.tables)
             maxbody = np.where(has, c.entry_present + per_table(s.cost, np.maximum), 0)
-            maxleaves = per_table(s.leaves, np.maximum)
+            max_body = int(maxbody.max()) if nt else 0
+            max_leaves = int(per_table(s.leaves, np.maximum).max()) if nt else 0
         self.b_cost = self.n * c.visit + body
         self.b_ops, self.b_tables = ops, tables
         self.totals = {
@@ -233,8 +261,8 @@ class Pass:
             "tables": int(tables.sum()),
             "ops": int(ops.sum()),
         }
-        self.max_op = c.visit + (int(maxbody.max()) if nt else 0)
-        self.max_op_leaves = int(maxleaves.max()) if nt else 0
+        self.max_op = c.visit + max_body
+        self.max_op_leaves = max_leaves
 
     def entries(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per visited entry of bottom table ``i``: (body ps, cleared, tables freed)."""
