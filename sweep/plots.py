@@ -131,7 +131,7 @@ def plot_latency_vs_memory(
         ax.set_title(f"{depth}-level paging")
         ax.set_xlabel("guest memory")
         ax.grid(True, which="major", alpha=0.3)
-        ax.legend(fontsize=8, loc="lower right")
+        ax.legend(fontsize=8, loc="best")
     axes[0].set_ylabel("worst single operation (max_op_ns)")
     fig.suptitle("Worst single operation vs guest memory (worst over all other fields)")
     fig.savefig(path, dpi=DPI)

@@ -62,6 +62,7 @@ def fmt_plain(v: Any) -> str:
 
 
 def _formatter(column: str) -> Callable[[Any], str]:
+    column = column.removesuffix("_a").removesuffix("_b")  # compare's two runs
     if column.endswith("_ns"):
         return fmt_ns
     if column.endswith("_ratio") and column not in ("dirty_ratio", "accessed_ratio"):
@@ -78,6 +79,12 @@ def display(df: pl.DataFrame, headers: dict[str, str] | None = None) -> pl.DataF
         {headers.get(c, c): [_formatter(c)(v) for v in df[c].to_list()] for c in df.columns},
         schema={headers.get(c, c): pl.String for c in df.columns},
     )
+
+
+def split_constant(df: pl.DataFrame, keys: Sequence[str]) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """Drop the key columns that hold one value in every row; return them apart."""
+    fixed = {k: df[k][0] for k in keys if k in df.columns and df.height and df[k].n_unique() == 1}
+    return df.drop(list(fixed)), fixed
 
 
 def markdown_table(df: pl.DataFrame) -> str:

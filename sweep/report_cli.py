@@ -17,8 +17,10 @@ from .report import (
     DEFAULT_STALL_TIMEOUT_S,
     compare,
     display,
+    fmt_plain,
     headline_table,
     markdown_table,
+    split_constant,
     terminal_table,
     write_report,
 )
@@ -68,8 +70,10 @@ def parser() -> argparse.ArgumentParser:
 
 def run_compare(a: Path, b: Path, group_keys: Sequence[str], output: Path | None) -> None:
     df = compare(a, b, group_keys)
-    print(f"A = {a}\nB = {b}")
-    print(terminal_table(display(df)))
+    shown, fixed = split_constant(df, group_keys)
+    same = ", ".join(f"{k}={fmt_plain(v)}" for k, v in fixed.items())
+    print(f"A = {a}\nB = {b}" + (f"\nin every group: {same}" if same else ""))
+    print(terminal_table(display(shown)))
     if output is None:
         return
     if output.suffix == ".parquet":
