@@ -197,7 +197,10 @@ def test_cli(tmp_path, capsys):
     assert report_cli.main(["--compare", str(a), str(b), "--output", str(target)]) == 0
     out = capsys.readouterr().out
     assert "-30 ms" in out and "0.25×" in out and "40 ms" in out
-    assert "in every group: page_size=4K, dirty_ratio=0.5, vcpus=1, flush_on_yield=no" in out
+    assert (
+        "in every group: paging_levels=4, page_size=4K, dirty_ratio=0.5, vcpus=1, "
+        "flush_on_yield=no, resched=tick, mmu_lock=write\n" in out
+    )
     assert "| root | 4 | 4K | 1GiB |" in target.read_text()
 
     assert report_cli.main([str(tmp_path / "missing")]) == 2
