@@ -10,6 +10,7 @@ zapsweep hydra.run.dir=outputs/2026-01-01/12-00-00   # resume that run
 from __future__ import annotations
 
 import logging
+import resource
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -112,6 +113,8 @@ def sweep(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             "sweep_s": round(stats.elapsed_s, 3),
             "first_result_s": stats.first_result_s,
             "total_s": round(time.monotonic() - started, 3),
+            # the driver's own peak resident memory (Linux reports KiB)
+            "driver_peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         },
     )
     write_manifest(run_dir, manifest)

@@ -1,0 +1,209 @@
+"""Throughput of zapsweep against the alternatives, on the same cells.
+
+    python bench/sweep.py                 # everything, figures to stdout + JSON
+    python bench/sweep.py --only loop,zapsweep
+
+Measures, on the 10,000 cells of ``grid=bench`` (conf/grid/bench.yaml), with
+the fast engine and 2 CPUs:
+
+- ``loop``: a plain in-process loop over ``engine.simulate``;
+- ``zapsweep``: the ``zapsweep`` command (Ray with ``ray.num_cpus=2``, Parquet
+  written); cells/s over the sweep itself, and over the whole command (Ray start
+  and shutdown included);
+- ``tune``: the same cells as trials of Ray Tune's ``grid_search``; Tune
+  takes seconds per trial here, so by default only the first
+  ``--tune-cells`` (200) run and cells/s is compared (``--tune-cells 10000``
+  runs them all, for hours);
+- ``multirun``: the first ``--multirun-cells`` (200) cells as Hydra
+  ``--multirun`` jobs with the hydra-ray-launcher, per cell;
+- ``big``: a 10^5-cell grid through ``zapsweep``: time to first result and the
+  driver's peak resident memory.
+
+Needs the ``bench`` extra (ray[tune], hydra-ray-launcher).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# Run as a script, this file's folder comes first on sys.path, where bench/
+# modules named like the packages (sweep.py, engine.py) would shadow them.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+
+from hydra import compose, initialize_config_module  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
+
+from engine import Scenario, simulate  # noqa: E402
+from sweep.config import register_configs  # noqa: E402
+from sweep.grid import expand  # noqa: E402
+
+BIN = Path(sys.executable).parent
+HERE = Path(__file__).resolve().parent
+CPUS = 2
+
+
+def bench_scenarios(grid: str = "bench") -> list[Scenario]:
+    register_configs()
+    with initialize_config_module(config_module="conf", version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[f"grid={grid}"])
+    return list(expand(OmegaConf.to_container(cfg.grid)))
+
+
+def run_loop(scenarios: list[Scenario]) -> dict:
+    start = time.perf_counter()
+    for scenario in scenarios:
+        simulate(scenario, engine="fast")
+    seconds = time.perf_counter() - start
+    return {"cells": len(scenarios), "seconds": seconds, "cells_per_s": len(scenarios) / seconds}
+
+
+def run_zapsweep(overrides: list[str], workdir: Path) -> dict:
+    run_dir = workdir / f"zapsweep-{time.time_ns()}"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    start = time.perf_counter()
+    subprocess.run(
+        [
+            str(BIN / "zapsweep"),
+            "engine=fast",
+            f"ray.num_cpus={CPUS}",
+            "report=false",
+            "progress.bar=false",
+            f"hydra.run.dir={run_dir}",
+            *overrides,
+        ],
+        check=True,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wall = time.perf_counter() - start
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    cells = manifest["counts"]["ok"] + manifest["counts"]["failed"]
+    t = manifest["timings"]
+    return {
+        "cells": cells,
+        "failed": manifest["counts"]["failed"],
+        "command_seconds": wall,
+        "sweep_seconds": t["sweep_s"],
+        "ray_start_seconds": t["ray_start_s"],
+        "first_result_seconds": t["first_result_s"],
+        "driver_peak_rss_mib": t["driver_peak_rss_bytes"] / 2**20,
+        "cells_per_s": cells / t["sweep_s"],
+        "cells_per_s_command": cells / wall,
+    }
+
+
+def run_tune(scenarios: list[Scenario], workdir: Path) -> dict:
+    import ray
+    from ray import tune
+
+    def trainable(config):
+        return simulate(Scenario(**config["cell"]), engine="fast").to_dict()
+
+    # Tune's best case: no TensorBoard/CSV/JSON loggers per trial.
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
+    cells = [{**s.to_dict(), "zap_levels": ",".join(s.zap_levels)} for s in scenarios]
+    ray.init(address="local", num_cpus=CPUS, include_dashboard=False, log_to_driver=False)
+    try:
+        tuner = tune.Tuner(
+            tune.with_resources(trainable, {"cpu": 1}),
+            param_space={"cell": tune.grid_search(cells)},
+            run_config=tune.RunConfig(storage_path=str(workdir / "tune"), name="bench", verbose=0),
+        )
+        start = time.perf_counter()
+        results = tuner.fit()
+        seconds = time.perf_counter() - start
+    finally:
+        ray.shutdown()
+    ok = sum(1 for r in results if r.error is None)
+    return {"cells": len(scenarios), "ok": ok, "seconds": seconds, "cells_per_s": ok / seconds}
+
+
+def run_multirun(cells: int, workdir: Path) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    start = time.perf_counter()
+    subprocess.run(
+        [
+            sys.executable,
+            str(HERE / "multirun_cell.py"),
+            "--multirun",
+            "hydra/launcher=ray",
+            f"+hydra.launcher.ray.init.num_cpus={CPUS}",
+            "+hydra.launcher.ray.init.include_dashboard=false",
+            f"hydra.sweep.dir={workdir / 'multirun'}",
+            f"idx=range(0,{cells})",
+        ],
+        check=True,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    seconds = time.perf_counter() - start
+    return {"cells": cells, "seconds": seconds, "seconds_per_cell": seconds / cells}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--only", default="loop,zapsweep,tune,multirun,big")
+    p.add_argument("--tune-cells", type=int, default=200, help="the first N bench cells")
+    p.add_argument("--multirun-cells", type=int, default=200)
+    p.add_argument("--big-seeds", type=int, default=100, help="10^5 cells = 1000 x seeds")
+    p.add_argument("--out", type=Path, default=Path("outputs/bench-sweep.json"))
+    args = p.parse_args(argv)
+    only = set(args.only.split(","))
+    scenarios = bench_scenarios()
+    figures: dict = {"cells": len(scenarios), "cpus": CPUS}
+    with tempfile.TemporaryDirectory(prefix="zapsweep-bench-") as tmp:
+        work = Path(tmp)
+        if "loop" in only:
+            figures["loop"] = run_loop(scenarios)
+            print("loop", figures["loop"], flush=True)
+        if "zapsweep" in only:
+            figures["zapsweep"] = run_zapsweep(["grid=bench"], work)
+            print("zapsweep", figures["zapsweep"], flush=True)
+        if "tune" in only:
+            figures["tune"] = run_tune(scenarios[: args.tune_cells], work)
+            print("tune", figures["tune"], flush=True)
+        if "multirun" in only:
+            figures["multirun"] = run_multirun(args.multirun_cells, work)
+            print("multirun", figures["multirun"], flush=True)
+        if "big" in only:
+            seeds = ",".join(map(str, range(args.big_seeds)))
+            big = [
+                "grid=bench",
+                "grid.page_size=[1G]",
+                "grid.guest_memory=[1GiB,2GiB,4GiB,8GiB,16GiB]",
+                f"grid.seed=[{seeds}]",
+            ]
+            figures["big"] = run_zapsweep(big, work)
+            print("big", figures["big"], flush=True)
+    ratios = {}
+    if "loop" in figures and "zapsweep" in figures:
+        ratios["zapsweep_vs_loop"] = (
+            figures["zapsweep"]["cells_per_s"] / figures["loop"]["cells_per_s"]
+        )
+    if "tune" in figures and "zapsweep" in figures:
+        ratios["zapsweep_vs_tune"] = (
+            figures["zapsweep"]["cells_per_s"] / figures["tune"]["cells_per_s"]
+        )
+    if "multirun" in figures and "zapsweep" in figures:
+        ratios["zapsweep_vs_multirun_per_cell"] = (
+            figures["multirun"]["seconds_per_cell"] * (figures["zapsweep"]["cells_per_s_command"])
+        )
+    figures["ratios"] = ratios
+    print(json.dumps(ratios, indent=2))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(figures, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
