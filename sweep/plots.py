@@ -131,8 +131,14 @@ def plot_latency_vs_memory(
         ax.set_title(f"{depth}-level paging")
         ax.set_xlabel("guest memory")
         ax.grid(True, which="major", alpha=0.3)
-        ax.legend(fontsize=8, loc="best")
     axes[0].set_ylabel("worst single operation (max_op_ns)")
+    legend: dict[str, object] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            legend.setdefault(label, handle)
+    rank = {s: i for i, s in enumerate(STRATEGY_ORDER)}
+    labels = sorted(legend, key=lambda x: (rank.get(x.split(" (")[0], len(rank)), x))
+    fig.legend([legend[x] for x in labels], labels, loc="outside right center", fontsize=9)
     fig.suptitle("Worst single operation vs guest memory (worst over all other fields)")
     fig.savefig(path, dpi=DPI)
     return path

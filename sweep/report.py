@@ -307,7 +307,8 @@ def render_markdown(data: ReportData, plot_paths: dict[str, Path], out_dir: Path
     budget = fmt_seconds(data.budget_ms / 1e3)
     md = [f"# {TITLE}", ""]
     md += [
-        f"Dataset `{data.source}`: {data.rows} cells, {data.error_count} errors. "
+        f"Dataset `{data.source}`: {data.rows} cells "
+        f"({data.rows - data.error_count} results, {data.error_count} errors). "
         f"Latency budget {budget}, RCU stall timeout {fmt_seconds(data.stall_timeout_s)}. "
         f"Generated {dt.datetime.now(dt.UTC).isoformat(timespec='seconds')}.",
         "",
@@ -394,9 +395,9 @@ def render_html(data: ReportData, plot_paths: dict[str, Path]) -> str:
         "<!DOCTYPE html><html><head><meta charset='utf-8'>",
         f"<title>{html.escape(TITLE)}</title><style>{CSS}</style></head><body>",
         f"<h1>{html.escape(TITLE)}</h1>",
-        f"<p>Dataset <code>{html.escape(data.source)}</code>: {data.rows} cells, "
-        f"{data.error_count} errors. Latency budget {budget}, RCU stall timeout "
-        f"{fmt_seconds(data.stall_timeout_s)}.</p>",
+        f"<p>Dataset <code>{html.escape(data.source)}</code>: {data.rows} cells "
+        f"({data.rows - data.error_count} results, {data.error_count} errors). "
+        f"Latency budget {budget}, RCU stall timeout {fmt_seconds(data.stall_timeout_s)}.</p>",
         "<h2>Verdicts</h2><ul>",
     ]
     h += [f"<li>{_md_inline(x)}</li>" for x in verdict_lines(data.verdicts, data.budget_ms)]

@@ -94,6 +94,7 @@ def test_report_markdown_content(written):
         r"\| 1\.20× \|",
         md,
     )
+    assert ": 26 cells (21 results, 5 errors). Latency budget 100 ms, RCU stall timeout 21 s." in md
     assert "## Errors (5)" in md and "RuntimeError: simulated failure" in md
     assert "| manifest: git_commit | abc123 |" in md
     for png in ("latency_vs_memory", "rcu_hold_heatmap", "cost_vs_latency"):
