@@ -175,6 +175,13 @@ def subtree_aggregates(guest: Guest, costs: Costs, cleared: int | None, top: int
     return out
 
 
+def _all_or_none(threshold: np.ndarray):
+    """The prefix count of full tables whose count is 0 for all, or 512 for all."""
+    if (threshold == 0).all():
+        return lambda j: np.zeros_like(j)
+    return lambda j: j
+
+
 class Pass:
     """One pass at zap level ``zap_level``: its bottom tables and the
     pre-order sequence of pieces (single upper visits and bottom blocks)."""
@@ -318,8 +325,16 @@ class Pass:
             below = self.guest.exist[self.bottom - 1]
             return t * ENTRIES, np.searchsorted(below, t * ENTRIES)
         cnt = self.guest.counts
-        midx, add = _affine_key(self.scn.seed, t)
-        return tuple(RankPrefix(midx, add, x[t]) for x in (cnt.present, cnt.accessed, cnt.dirty))
+        thresholds = [x[t] for x in (cnt.present, cnt.accessed, cnt.dirty)]
+        # A count that is 0 in every table, or 512 in every table, needs no
+        # rank map: none or all of the first j entries rank below it (in a
+        # fully populated guest with A=1, present and accessed are both 512).
+        trivial = [bool((th == 0).all() or (th == ENTRIES).all()) for th in thresholds]
+        key = None if all(trivial) else _affine_key(self.scn.seed, t)
+        return tuple(
+            _all_or_none(th) if easy else RankPrefix(*key, th)
+            for th, easy in zip(thresholds, trivial, strict=True)
+        )
 
     def prefix_cost(
         self, params: tuple | None, j: np.ndarray
@@ -580,7 +595,7 @@ class TickWalk:
     flush_pending.  Visits are counted once, for the whole pass, at the end:
     the walk's own visits do not depend on where it yields."""
 
-    BATCH = 1024  # proposals per batch; most runs end at an upper visit after ~500
+    BATCH = 2048  # proposals per batch: a batch costs about the same for 100 or 4000
 
     def __init__(self, p: Pass, tl: FastTimeline):
         self.flush = tl.scn.flush_on_yield
@@ -672,10 +687,9 @@ class TickWalk:
     # Many yields at once --------------------------------------------
 
     def batch(self, size: int) -> int:
-        """Propose the next yields assuming each lands on a bottom entry of a
-        full table and answers the next interval; accept the longest prefix
-        for which that holds (a yield that lands on the head of the next
-        piece ends the batch, as its restart is shorter).
+        """Propose the next yields assuming each answers the next interval
+        and lands on a bottom entry of a full table, or on the head of the
+        piece after one; accept the longest prefix for which that holds.
         Returns how many were taken."""
         p, tl, pc, visit, head = self.p, self.tl, self.pc, self.visit, self.pc.head
         x0, boundary = self.target()
@@ -705,51 +719,74 @@ class TickWalk:
         if n == 0:
             return 0
         kp, x, emin, i = kp[:n], x[:n], emin[:n], i[:n]
-        b = pc.bidx[kp]
-        before = pc.at(kp)
-        xr = x - before[0] - head * visit
-        # Binary search for the first entry e >= emin starting at or after xr.
-        params = p.prefix_params(b)
-        lo, hi = emin.copy(), np.full(n, ENTRIES, dtype=np.int64)
+        params = p.prefix_params(pc.bidx[kp])
+        entry0 = pc.cum_cost[kp] + head * visit  # where bottom entry 0 starts
+        e = self.first_entries(params, emin, np.full(n, ENTRIES, dtype=np.int64), x - entry0)
+        # When no entry of the table starts late enough (e = 512) the yield
+        # falls on the head of the next piece, if a step side reaches it.
+        # Its restart walks down from a higher level: `short` visits fewer,
+        # so every later proposal moves that much later, which moves its
+        # entry by at most as many (an entry costs at least a visit).
+        short = np.zeros(n, dtype=np.int64)
+        d = -1
         while True:
-            live = lo < hi
-            if not live.any():
+            spills = np.flatnonzero(e[d + 1 : n] >= ENTRIES)
+            if len(spills) == 0:
                 break
-            mid = (lo + hi) // 2
-            at = p.prefix_cost(params, mid)[0] >= xr
-            hi = np.where(live & at, mid, hi)
-            lo = np.where(live & ~at, mid + 1, lo)
-        e = lo
-        start, ops_in, freed_in = p.prefix_cost(params, e)
-        start = start + before[0] + head * visit
+            d += 1 + int(spills[0])
+            k = int(kp[d]) + 1
+            if not (head and k < self.npieces and pc.ss[k] and pc.cum_cost[k] >= x[d]):
+                n = d  # a landing further on: one at a time
+                break
+            delta = int(pc.level[k]) - p.bottom
+            later = slice(d + 1, n)
+            short[later] += delta
+            x[later] += delta * visit
+            lo, hi = e.copy(), e.copy()
+            hi[later] = np.minimum(e[later] + delta, ENTRIES)
+            # A proposal moved past the end of its piece starts over in the
+            # piece it is in now, if that is a full table.
+            moved = d + 1 + np.flatnonzero(x[later] > pc.cum_cost[kp[later] + 1])
+            if len(moved):
+                kp[moved] = np.searchsorted(pc.cum_cost[1:], x[moved], side="left")
+                fits = kp[moved] < self.npieces
+                fits[fits] = pc.bidx[kp[moved][fits]] >= 0
+                fits[fits] = p.full_tables(pc.bidx[kp[moved][fits]])
+                if not fits.all():
+                    n = int(moved[np.argmin(fits)])
+                    moved = moved[moved < n]
+                kp, x, i, e, lo, hi, short = (v[:n] for v in (kp, x, i, e, lo, hi, short))
+                params = p.prefix_params(pc.bidx[kp])
+                entry0 = pc.cum_cost[kp] + head * visit
+                lo[moved], hi[moved] = 1, ENTRIES
+            e = self.first_entries(params, lo, hi, x - entry0)
+        if n == 0:
+            return 0
+        start, ops_in, freed_in = (v[:n] for v in p.prefix_cost(params, e))
+        kp, e, i, short, entry0 = kp[:n], e[:n], i[:n], short[:n], entry0[:n]
+        before = pc.at(kp)
+        start = start + entry0
         tables_at = before[1] + freed_in
         ops_at = before[2] + ops_in
         j = head + e
         level = np.full(n, p.bottom, dtype=np.int64)
-        spill = np.flatnonzero(e >= ENTRIES)
-        if len(spill):
-            # No entry of the table starts late enough: the yield falls on
-            # the head of the next piece, if a step side reaches it.
-            d = int(spill[0])
-            nxt = int(kp[d]) + 1
-            n = d
-            if head and nxt < self.npieces and pc.ss[nxt]:
-                n = d + 1
-                kp[d], j[d], level[d] = nxt, 0, pc.level[nxt]
-                start[d], tables_at[d], ops_at[d] = (int(v) for v in pc.at(nxt))
-            if n == 0:
-                return 0
+        spill = e >= ENTRIES
+        if spill.any():
+            kp[spill] += 1
+            j[spill] = 0
+            level[spill] = pc.level[kp[spill]]
+            start[spill], tables_at[spill], ops_at[spill] = pc.at(kp[spill])
         ok = np.ones(n, dtype=bool)
         # Positions must move strictly forward.
-        order_key = kp[:n] * (ENTRIES + 2) + j[:n]
+        order_key = kp * (ENTRIES + 2) + j
         ok[1:] &= order_key[1:] > order_key[:-1]
-        offset = (tl.clock - self.here[0]) + i[:n] * omega
-        t_check = start[:n] + offset + visit
+        offset = (tl.clock - self.here[0]) + i * omega - short * visit
+        t_check = start + offset + visit
         t_clear = t_check + flush + tl.cm.yield_ps
         # Each yield must answer its own interval, not a later one.
-        ok &= t_clear < boundary + (i[:n] + 1) * tl.interval
+        ok &= t_clear < boundary + (i + 1) * tl.interval
         if self.flush:
-            pending = ops_at[:n] > np.concatenate(([self.here[2]], ops_at[: n - 1]))
+            pending = ops_at > np.concatenate(([self.here[2]], ops_at[: n - 1]))
             pending[0] |= tl.flush_pending
             ok &= pending
         n = int(np.argmin(ok)) if not ok.all() else n
@@ -777,6 +814,21 @@ class TickWalk:
         more = jl + 1 < pc.piece_visits(kl, p.n)
         self.search = (kl, jl + 1) if more else (kl + 1, 0)
         return n
+
+    def first_entries(
+        self, params: tuple | None, lo: np.ndarray, hi: np.ndarray, x: np.ndarray
+    ) -> np.ndarray:
+        """Per proposal, the first bottom entry in [lo, hi) that starts at or
+        after x (relative to entry 0), or hi: a vectorized binary search."""
+        lo, hi = lo.copy(), hi.copy()
+        while True:
+            live = lo < hi
+            if not live.any():
+                return lo
+            mid = (lo + hi) // 2
+            at = self.p.prefix_cost(params, mid)[0] >= x
+            hi = np.where(live & at, mid, hi)
+            lo = np.where(live & ~at, mid + 1, lo)
 
 
 def run_tick(p: Pass, tl: FastTimeline) -> None:
