@@ -41,7 +41,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 from hydra import compose, initialize_config_module  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
-from engine import Scenario, simulate  # noqa: E402
+from engine import Scenario, load_cost_model, simulate  # noqa: E402
 from sweep.config import register_configs  # noqa: E402
 from sweep.grid import expand  # noqa: E402
 
@@ -58,9 +58,10 @@ def bench_scenarios(grid: str = "bench") -> list[Scenario]:
 
 
 def run_loop(scenarios: list[Scenario]) -> dict:
+    model = load_cost_model("seed-2022")  # parsed once, as zapsweep's workers do
     start = time.perf_counter()
     for scenario in scenarios:
-        simulate(scenario, engine="fast")
+        simulate(scenario, engine="fast", cost_model=model)
     seconds = time.perf_counter() - start
     return {"cells": len(scenarios), "seconds": seconds, "cells_per_s": len(scenarios) / seconds}
 
@@ -105,8 +106,10 @@ def run_tune(scenarios: list[Scenario], workdir: Path) -> dict:
     import ray
     from ray import tune
 
+    model = load_cost_model("seed-2022")
+
     def trainable(config):
-        return simulate(Scenario(**config["cell"]), engine="fast").to_dict()
+        return simulate(Scenario(**config["cell"]), engine="fast", cost_model=model).to_dict()
 
     # Tune's best case: no TensorBoard/CSV/JSON loggers per trial.
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"

@@ -61,7 +61,7 @@ class RayConfig:
 class BatchConfig:
     """How cells are grouped into Ray tasks and how many run at once."""
 
-    size: int | None = None  # cells per Ray task; null = auto (at most 64)
+    size: int | None = None  # cells per Ray task; null = auto (at most 256)
     max_in_flight: int | None = None  # null = 2 x the cluster's CPUs
 
 

@@ -20,6 +20,7 @@ from typing import Any
 from engine import SCENARIO_FIELDS, Scenario, ScenarioError
 
 GRID_KEYS = ("zip", "exclude")
+PARTITION_AXES = ("paging_levels", "zap_levels")
 
 
 class GridError(ValueError):
@@ -98,7 +99,12 @@ def grid_axes(grid: Mapping[str, Any]) -> list[Axis]:
                 raise GridError(f"exclude[{i}]", f"{name!r} is not a Scenario field")
 
     axes, seen = [], set()
-    for name in values:
+    # The partition keys vary slowest, so a batch of consecutive cells mostly
+    # falls in one (paging_levels, strategy) partition: one file per batch.
+    order = [n for n in PARTITION_AXES if n in values] + [
+        n for n in values if n not in PARTITION_AXES
+    ]
+    for name in order:
         names = group_of.get(name, (name,))
         if names in seen:
             continue
@@ -113,7 +119,8 @@ def grid_size(grid: Mapping[str, Any]) -> int:
 
 
 def combinations(grid: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
-    """The raw combinations (field -> value as written), lazily, last axis fastest."""
+    """The raw combinations (field -> value as written), lazily: paging_levels,
+    then zap_levels, then the other axes in field order, the last fastest."""
     axes = grid_axes(grid)
     for choice in itertools.product(*(axis.values for axis in axes)):
         cell: dict[str, Any] = {}

@@ -11,14 +11,14 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
 import pyarrow as pa
 import ray
 
-from .cells import Cell, RunSettings, make_cell, run_batch
+from .cells import Cell, RunSettings, make_cell, run_batch, scenario_columns
 from .config import RayConfig
 from .progress import Progress
 from .results import ResultWriter
@@ -59,7 +59,7 @@ class _Batcher:
     size: int
     seen: set[str] = field(default_factory=set)
 
-    def batches(self, scenarios: Iterable, dropped: callable) -> Iterator[Batch]:
+    def batches(self, scenarios: Iterable, dropped: Callable[[], int]) -> Iterator[Batch]:
         cells: list[Cell] = []
         skipped = 0
         for scenario in scenarios:
@@ -81,7 +81,7 @@ class _Batcher:
             yield Batch(cells, len(cells) + skipped + dropped())
 
 
-AUTO_BATCH_MAX = 64
+AUTO_BATCH_MAX = 256
 
 
 def auto_batch_size(expected: int | None, cpus: int) -> int:
@@ -99,8 +99,6 @@ def _batch_task(cells: list[Cell], settings: RunSettings) -> pa.Table:
 
 def error_table(cells: list[Cell], settings: RunSettings, message: str) -> pa.Table:
     """Rows for cells whose batch could not be run at all (worker lost for good)."""
-    from .cells import scenario_columns
-
     rows = [
         {
             "cell_id": c.cell_id,
@@ -127,7 +125,7 @@ def run_cells(
     expected: int | None = None,
     max_retries: int = 3,
     progress: Progress | None = None,
-    dropped: callable = lambda: 0,
+    dropped: Callable[[], int] = lambda: 0,
 ) -> SweepStats:
     """Run every new cell of ``scenarios`` on the connected Ray cluster.
 

@@ -30,7 +30,7 @@ def test_product_of_axes_last_axis_fastest():
     cells = list(combinations(grid))
     assert grid_size(grid) == 6
     assert len(cells) == 6
-    # Axes in Scenario field order: dirty_ratio before vcpus before seed.
+    # Axes in Scenario field order (partition keys first): dirty_ratio, vcpus, seed.
     assert [(c["dirty_ratio"], c["vcpus"]) for c in cells] == [
         (0.0, 1), (0.0, 2), (0.0, 3), (1.0, 1), (1.0, 2), (1.0, 3)
     ]  # fmt: skip

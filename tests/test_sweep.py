@@ -99,7 +99,7 @@ def test_failing_cells_become_error_rows_not_a_failed_sweep(ray_local, tmp_path)
 
 @pytest.mark.parametrize(
     ("expected", "cpus", "size"),
-    [(None, 2, 64), (40, 2, 5), (10**5, 2, 64), (3, 4, 1), (630, 2, 64)],
+    [(None, 2, 256), (40, 2, 5), (10**5, 2, 256), (3, 4, 1), (630, 2, 79)],
 )
 def test_auto_batch_size(expected, cpus, size):
     assert auto_batch_size(expected, cpus) == size
@@ -109,3 +109,19 @@ def test_local_ray_is_on_loopback(ray_local):
     (node,) = ray_local.nodes()
     assert node["NodeManagerAddress"] == "127.0.0.1"
     assert ray_local.get_runtime_context().gcs_address.startswith("127.0.0.1:")
+
+
+def test_a_batch_lost_for_good_becomes_error_rows():
+    from engine import Scenario, load_cost_model
+    from sweep.cells import RunSettings, make_cell
+    from sweep.runner import error_table
+    from sweep.schema import ROW_SCHEMA
+
+    settings = RunSettings("fast", load_cost_model("seed-2022"))
+    cells = [make_cell(Scenario(seed=s), settings) for s in (0, 1)]
+    table = error_table(cells, settings, "WorkerCrashedError: node died")
+    assert table.schema == ROW_SCHEMA
+    rows = table.to_pylist()
+    assert [r["cell_id"] for r in rows] == [c.cell_id for c in cells]
+    assert {r["status"] for r in rows} == {"error"}
+    assert rows[0]["error"] == "WorkerCrashedError: node died" and rows[0]["visits"] is None
