@@ -88,13 +88,13 @@ def test_duplicate_cells_in_one_grid_run_once(ray_local, tmp_path):
     assert len(_rows(tmp_path)) == 4
 
 
-def test_failing_cells_become_error_rows_not_a_failed_sweep(ray_local, tmp_path):
-    manifest = sweep(_cfg("engine=fast", "cost_model=seed-2022", "grid.page_size=[2M]"), tmp_path)
-    rows = _rows(tmp_path)
-    assert len(rows) == manifest["counts"]["valid"]
-    # Whatever the fast engine's state, a row per cell exists and status says which.
-    assert manifest["counts"]["ok"] + manifest["counts"]["failed"] == len(rows)
-    assert all((r["status"] == "error") == (r["error"] is not None) for r in rows)
+def test_an_unknown_engine_fails_before_anything_runs(tmp_path):
+    from engine import ScenarioError
+
+    with pytest.raises(ScenarioError) as err:
+        sweep(_cfg("engine=warp"), tmp_path)
+    assert err.value.field == "engine"
+    assert not (tmp_path / "results").exists()
 
 
 @pytest.mark.parametrize(
