@@ -607,9 +607,20 @@ class TickWalk:
         self.search = (0, 0)
 
     def run(self) -> None:
+        # Batches pay off when yields answer consecutive intervals; when
+        # operations outlast the interval (e.g. 1G removals at a 1 ms tick)
+        # each batch would take one yield, so fall back to single steps and
+        # try a batch again only after a while.
+        size, skip = self.BATCH, 0
         while True:
-            if self.batch(self.BATCH):
-                continue
+            if skip:
+                skip -= 1
+            else:
+                taken = self.batch(size)
+                if taken >= 8:
+                    size = self.BATCH
+                    continue
+                skip = 64
             found = self.next_yield()
             if found is None:
                 break
