@@ -17,6 +17,7 @@ from .cost_model import (
     load_cost_model,
     total_ps,
 )
+from .fast import GuestCache
 from .result import RESULT_FIELDS, ZapResult
 from .scenario import (
     SCENARIO_FIELDS,
@@ -38,8 +39,14 @@ def simulate(
     scenario: Scenario,
     engine: str = DEFAULT_ENGINE,
     cost_model: str | Path | CostModel | dict = DEFAULT_COST_MODEL,
+    guests=None,
 ) -> ZapResult:
-    """Simulate the root zap of ``scenario`` with ``engine`` under ``cost_model``."""
+    """Simulate the root zap of ``scenario`` with ``engine`` under ``cost_model``.
+
+    ``guests`` (an ``engine.fast.GuestCache``) lets a caller that simulates
+    many scenarios of one VM shape draw its page table once; the fast engine
+    uses it, the reference engine builds its own table every time.
+    """
     if not isinstance(scenario, Scenario):
         raise TypeError(f"scenario must be an engine.Scenario, not {type(scenario).__name__}")
     model = load_cost_model(cost_model)
@@ -50,7 +57,7 @@ def simulate(
     if engine == "fast":
         from .fast import simulate_fast
 
-        return simulate_fast(scenario, model)
+        return simulate_fast(scenario, model, guests)
     raise ScenarioError("engine", engine, f"one of {list(ENGINES)}")
 
 
@@ -62,6 +69,7 @@ __all__ = [
     "RESULT_FIELDS",
     "SCENARIO_FIELDS",
     "CostModel",
+    "GuestCache",
     "Scenario",
     "ScenarioError",
     "ZapResult",

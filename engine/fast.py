@@ -849,8 +849,38 @@ def run_tick(p: Pass, tl: FastTimeline) -> None:
 RUNNERS = {"never": run_never, "always": run_always, "tick": run_tick}
 
 
-def simulate_fast(scenario: Scenario, cm: CostModel) -> ZapResult:
-    guest = Guest.build(scenario)
+class GuestCache:
+    """Built guests, kept by what determines them, for a caller that
+    simulates many scenarios of one VM shape (a sweep batch): the population
+    draw does not depend on the strategy, vCPUs, lock mode or scheduling.
+    Holds at most ``size`` guests (the most recently used)."""
+
+    KEY = (
+        "paging_levels",
+        "host_phys_bits",
+        "guest_memory",
+        "page_size",
+        "populated_ratio",
+        "accessed_ratio",
+        "dirty_ratio",
+        "seed",
+    )
+
+    def __init__(self, size: int = 2):
+        self.size = size
+        self.guests: dict[tuple, Guest] = {}
+
+    def get(self, scenario: Scenario) -> Guest:
+        key = tuple(getattr(scenario, f) for f in self.KEY)
+        guest = self.guests.pop(key, None) or Guest.build(scenario)
+        self.guests[key] = guest  # most recent last
+        while len(self.guests) > self.size:
+            del self.guests[next(iter(self.guests))]
+        return guest
+
+
+def simulate_fast(scenario: Scenario, cm: CostModel, guests: GuestCache | None = None) -> ZapResult:
+    guest = guests.get(scenario) if guests is not None else Guest.build(scenario)
     costs = Costs(scenario, cm)
     tl = FastTimeline(scenario, cm)
     run = RUNNERS[scenario.resched]
