@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import resource
+import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,15 +21,18 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from engine import ENGINE_VERSION, ENGINES, ScenarioError, load_cost_model
+from engine import ENGINE_VERSION, ScenarioError, load_cost_model
 
 from .cells import RunSettings
 from .config import register_configs
-from .grid import GridCounts, expand, grid_axes, grid_size
+from .grid import GridCounts, GridError, expand, grid_size
+from .integrity import scan_results
+from .lock import RunDirLocked, run_dir_lock
 from .manifest import git_revision, read_manifest, versions, write_manifest
 from .progress import Progress
-from .results import ResultWriter, done_cell_ids
+from .results import ResultWriter
 from .runner import ray_session, run_cells
+from .validate import ConfigError, OutputError, check_config, check_overrides, probe_output
 
 log = logging.getLogger("zapsweep")
 
@@ -36,16 +40,34 @@ register_configs()
 
 
 def sweep(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    """Run the sweep ``cfg`` describes into ``run_dir``; return the manifest."""
+    """Run the sweep ``cfg`` describes into ``run_dir``; return the manifest.
+
+    Before Ray starts: every setting and grid value is checked (ConfigError,
+    GridError, ScenarioError name the key), the run directory is locked
+    (RunDirLocked names the holder), and a probe is written where results go
+    (OutputError).  Bad files in results/ are quarantined and their cells rerun.
+    """
     started = time.monotonic()
+    check_config(OmegaConf.to_container(cfg, resolve=True))
     grid = OmegaConf.to_container(cfg.grid, resolve=True)
-    grid_axes(grid)  # a malformed grid fails here, before Ray starts
-    if cfg.engine not in ENGINES:
-        raise ScenarioError("engine", cfg.engine, f"one of {list(ENGINES)}")
     model = load_cost_model(OmegaConf.to_container(cfg.cost_model, resolve=True))
     settings = RunSettings(engine=cfg.engine, cost_model=model)
     results_dir = run_dir / cfg.results_dir
-    done = frozenset(done_cell_ids(results_dir))
+    with run_dir_lock(run_dir):
+        probe_output(results_dir)
+        return _sweep(cfg, run_dir, grid, settings, results_dir, started)
+
+
+def _sweep(
+    cfg: DictConfig,
+    run_dir: Path,
+    grid: dict,
+    settings: RunSettings,
+    results_dir: Path,
+    started: float,
+) -> dict[str, Any]:
+    scan = scan_results(results_dir)
+    done = frozenset(scan.cell_ids)
     previous = read_manifest(run_dir)
     manifest: dict[str, Any] = {
         "run_dir": str(run_dir),
@@ -58,6 +80,9 @@ def sweep(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "git_revision": git_revision(),
         "versions": versions(),
         "resumed_from": {"cells_in_dataset": len(done)} if done else None,
+        "quarantined": [
+            {"path": str(b.path), "moved_to": str(b.moved_to), "reason": b.reason} for b in scan.bad
+        ],
         "previous_runs": ((previous or {}).get("previous_runs") or [])
         + ([_summary(previous)] if previous else []),
     }
@@ -145,12 +170,39 @@ def _write_report(run_dir: Path) -> None:
     report_cli.main([str(run_dir)])
 
 
+# Errors that are the user's to fix: one line naming the key / path / holder, exit 2.
+USER_ERRORS = (ConfigError, GridError, ScenarioError, RunDirLocked, OutputError)
+
+
 @hydra.main(version_base="1.3", config_path="pkg://conf", config_name="config")
-def main(cfg: DictConfig) -> None:
+def _main(cfg: DictConfig) -> None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    sweep(cfg, run_dir)
+    try:
+        sweep(cfg, run_dir)
+    except USER_ERRORS as err:
+        log.error("%s", err)
+        sys.exit(2)
+    except OSError as err:  # e.g. the disk filled up mid-sweep
+        log.error(
+            "cannot write results: %s. Every file already in %s is whole; run the same "
+            "command again (hydra.run.dir=%s) to resume",
+            err,
+            run_dir / cfg.results_dir,
+            run_dir,
+        )
+        sys.exit(2)
     if cfg.report:
         _write_report(run_dir)
+
+
+def main() -> None:
+    """The ``zapsweep`` console script: unknown keys are named before Hydra composes."""
+    try:
+        check_overrides(sys.argv[1:])
+    except ConfigError as err:
+        print(f"zapsweep: {err}", file=sys.stderr)
+        sys.exit(2)
+    _main()
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from engine import ENGINES, Scenario, ScenarioError
 
 from .config import SweepConfig
 from .grid import Axis, grid_axes, is_excluded
+from .results import STAGING
 
 # Combinations looked at, at most, to prove that a grid value is never valid.
 SEARCH_LIMIT = 20_000
@@ -244,11 +245,14 @@ def _check_value(axes, rules, base, a: int, j: int) -> None:
 
 
 def probe_output(results_dir: Path, nbytes: int = PROBE_BYTES) -> None:
-    """Create ``results_dir`` and write, fsync and remove a probe file in it."""
+    """Create ``results_dir`` and the staging directory beside it (where result files
+    are written before they are renamed in), and write, fsync and remove a probe there."""
     results_dir = Path(results_dir)
-    probe = results_dir / f".zapsweep-probe-{os.getpid()}"
+    staging = results_dir.parent / STAGING
+    probe = staging / f"probe-{os.getpid()}"
     try:
         results_dir.mkdir(parents=True, exist_ok=True)
+        staging.mkdir(parents=True, exist_ok=True)
         try:
             with probe.open("wb") as f:
                 f.write(b"\0" * nbytes)
