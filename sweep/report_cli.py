@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from .integrity import scan_results
 from .report import (
     DEFAULT_BUDGET_MS,
     DEFAULT_STALL_TIMEOUT_S,
@@ -86,6 +87,17 @@ def run_compare(a: Path, b: Path, group_keys: Sequence[str], output: Path | None
     print(f"wrote {output}")
 
 
+def _quarantine_bad_files(path: Path) -> None:
+    """Move unreadable results files aside (naming them) so the report reads the rest."""
+    results = path / "results" if (path / "results").is_dir() else path
+    for bad in scan_results(results).bad:
+        print(
+            f"zapsweep-report: bad results file {bad.path} ({bad.reason}): moved to "
+            f"{bad.moved_to}; rerun zapsweep into this run directory to run its cells again",
+            file=sys.stderr,
+        )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     keys = tuple(args.group_by) if args.group_by else DEFAULT_GROUP_KEYS
@@ -95,6 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.path is None:
             parser().error("give a run directory, or --compare A B")
+        _quarantine_bad_files(args.path)
         written = write_report(args.path, args.budget_ms, args.stall_timeout_s, keys)
         print(headline_table(args.path, args.budget_ms))
         for name, p in written.items():
