@@ -68,6 +68,13 @@ def _as_list(key: str, value: Any) -> list:
     return list(value)
 
 
+def _rules(grid: Mapping[str, Any], key: str, allowed: str) -> list:
+    value = grid.get(key) or []
+    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Sequence):
+        raise GridError(key, f"{value!r} is not {allowed}")
+    return list(value)
+
+
 def grid_axes(grid: Mapping[str, Any]) -> list[Axis]:
     """Check the grid's shape and return its independent axes, in field order."""
     unknown = [k for k in grid if k not in SCENARIO_FIELDS and k not in GRID_KEYS]
@@ -79,10 +86,10 @@ def grid_axes(grid: Mapping[str, Any]) -> list[Axis]:
             raise GridError(name, "an axis needs at least one value")
 
     group_of: dict[str, tuple[str, ...]] = {}
-    for i, group in enumerate(grid.get("zip") or []):
+    for i, group in enumerate(_rules(grid, "zip", "a list of groups of axis names")):
         names = tuple(_as_list(f"zip[{i}]", group))
         for name in names:
-            if name not in values:
+            if not isinstance(name, str) or name not in values:
                 raise GridError(f"zip[{i}]", f"{name!r} is not an axis of this grid")
             if name in group_of:
                 raise GridError(f"zip[{i}]", f"{name!r} is already in another zip group")
@@ -91,7 +98,7 @@ def grid_axes(grid: Mapping[str, Any]) -> list[Axis]:
         if len(set(lengths.values())) > 1:
             raise GridError(f"zip[{i}]", f"zipped axes need equal lengths, got {lengths}")
 
-    for i, rule in enumerate(grid.get("exclude") or []):
+    for i, rule in enumerate(_rules(grid, "exclude", "a list of mappings axis -> value(s)")):
         if not isinstance(rule, Mapping) or not rule:
             raise GridError(f"exclude[{i}]", "a rule is a non-empty mapping axis -> value(s)")
         for name in rule:
