@@ -1,0 +1,54 @@
+"""Bad configurations and overrides are refused before Ray starts, naming the key
+and what it allows (the corpus is tests/bad_configs.py).
+
+All cases run through the CLI's Python entry point in one subprocess, which
+never has Ray: after each case it checks that Ray was not initialized and that
+it has no child process (a raylet or GCS would be one).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from bad_configs import CASES
+
+HERE = Path(__file__).parent
+
+
+@pytest.fixture(scope="module")
+def outcomes():
+    proc = subprocess.run(
+        [sys.executable, str(HERE / "bad_configs.py")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "HYDRA_FULL_ERROR")},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return {o["case"]: o for o in json.loads(proc.stdout)}
+
+
+def test_the_corpus_is_large_and_distinct():
+    names = [c[0] for c in CASES]
+    assert len(names) >= 30 and len(set(names)) == len(names)
+    assert len({tuple(c[1]) for c in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize(("name", "overrides", "key", "allowed"), CASES, ids=[c[0] for c in CASES])
+def test_bad_config_is_refused_before_ray_naming_key_and_allowed(
+    outcomes, name, overrides, key, allowed
+):
+    out = outcomes[name]
+    assert out["code"] != 0, f"{overrides} was accepted:\n{out['message'][-2000:]}"
+    message = out["message"]
+    assert key in message, message
+    assert allowed in message, message
+    assert "Traceback" not in message, message
+    assert not out["ray_initialized"] and not out["children"]
+    assert not out["results"]  # nothing written where results go
+    assert out["seconds"] < 5, out["seconds"]  # Ray alone takes longer than this to start
