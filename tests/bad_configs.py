@@ -3,8 +3,9 @@
 Each case is (id, overrides, key, allowed): the overrides go to ``zapsweep``
 on top of a small valid base (``grid=smoke engine=reference``); the error
 message must name ``key`` and contain ``allowed`` (a piece of the allowed
-values).  Run as a script, this module runs every case through the CLI's
-Python entry point (``sweep.cli.main``) in this one process and prints, per
+values).  Run as a script (``bad_configs.py [SHARD SHARDS]``), this module
+runs every case (of its shard) through the CLI's Python entry point
+(``sweep.cli.main``) in this one process and prints, per
 case, the exit code, the message, and whether Ray was started: it must not be,
 so the script checks ``ray.is_initialized()`` and this process's children
 (a raylet or GCS would be one) after each case.
@@ -141,14 +142,14 @@ def _children() -> list[int]:
     return kids
 
 
-def run_all() -> list[dict]:
+def run_all(shard: int = 0, shards: int = 1) -> list[dict]:
     import ray
 
     from sweep import cli
 
     out = []
     root = Path(tempfile.mkdtemp(prefix="zapsweep-bad-"))
-    for name, overrides, _key, _allowed in CASES:
+    for name, overrides, _key, _allowed in CASES[shard::shards]:
         run_dir = root / name
         argv = ["zapsweep", *_argv(overrides, run_dir)]
         err = io.StringIO()
@@ -180,4 +181,4 @@ def run_all() -> list[dict]:
 
 
 if __name__ == "__main__":
-    json.dump(run_all(), sys.stdout)
+    json.dump(run_all(*map(int, sys.argv[1:3])), sys.stdout)

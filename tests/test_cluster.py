@@ -3,8 +3,9 @@ running a sweep: rows come back from both nodes.
 
 Each ``ray start --block`` process is stopped by its own pid; it takes its
 Ray processes down with it.  The cluster has its own temp dir (so no other
-``ray.init()`` on this host finds it) and auth disabled (so it does not
-depend on ~/.ray/auth_token).  Ray rewrites 127.0.0.1 to the host's address
+``ray.init()`` on this host finds it) and token authentication on, with a
+fresh token of its own in RAY_AUTH_TOKEN (so it does not depend on
+~/.ray/auth_token).  Ray rewrites 127.0.0.1 to the host's address
 for multi-node clusters on Linux, so the nodes register under that address.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -73,7 +75,8 @@ def _wait_for_nodes(address: str, n: int, env: dict, timeout: float = 90) -> Non
 @pytest.mark.timeout(400)
 def test_sweep_on_a_two_node_cluster_uses_both_nodes(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env["RAY_AUTH_MODE"] = "disabled"
+    env["RAY_AUTH_MODE"] = "token"
+    env["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
     temp_dir = tempfile.mkdtemp(prefix="zr", dir="/tmp")  # short: socket paths are limited
     port = _free_port()
     address = f"127.0.0.1:{port}"
