@@ -8,6 +8,7 @@ it never fails its batch.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import time
@@ -40,6 +41,11 @@ class RunSettings:
         model.pop("description", None)
         return {"engine": self.engine, "engine_version": self.engine_version, "cost_model": model}
 
+    @functools.cached_property
+    def identity_json(self) -> str:
+        """identity() as canonical JSON, worked out once per run, not per cell."""
+        return json.dumps(self.identity(), sort_keys=True, separators=(",", ":"))
+
 
 @dataclass(frozen=True)
 class Cell:
@@ -64,8 +70,11 @@ def cell_id(scenario: Scenario, settings: RunSettings) -> str:
     digits.  Equal scenarios written differently ("1GiB" vs 1073741824) share
     an id; any change of a field, the engine, a cost or ENGINE_VERSION does not.
     """
-    payload = {"scenario": scenario_columns(scenario), **settings.identity()}
-    text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    # Same bytes as json.dumps({"scenario": ..., **identity}, sort_keys=True):
+    # the identity's keys (cost_model, engine, engine_version) sort before
+    # "scenario", so the settings part is spliced in once-encoded.
+    columns = json.dumps(scenario_columns(scenario), sort_keys=True, separators=(",", ":"))
+    text = settings.identity_json[:-1] + ',"scenario":' + columns + "}"
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
