@@ -21,6 +21,7 @@ import ray
 from .cells import Cell, RunSettings, make_cell, run_batch, scenario_columns
 from .config import RayConfig
 from .progress import Progress
+from .reaper import Reaper
 from .results import ResultWriter
 from .schema import ROW_SCHEMA
 
@@ -224,10 +225,12 @@ def ray_session(cfg: RayConfig):
     if ray.is_initialized():  # the caller owns this session (tests, notebooks)
         yield
         return
+    reaper = None
     if address:
         log.info("joining the Ray cluster at %s", address)
         ray.init(address=address, runtime_env=runtime_env(), log_to_driver=False)
     else:
+        reaper = Reaper()  # if this driver is killed, its local Ray goes too
         init_local_ray(cfg.num_cpus, cfg.object_store_memory)
     try:
         resources = ray.cluster_resources()
@@ -235,3 +238,5 @@ def ray_session(cfg: RayConfig):
         yield
     finally:
         ray.shutdown()
+        if reaper is not None:
+            reaper.close()
