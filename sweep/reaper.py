@@ -65,6 +65,10 @@ def watch(driver: int, pipe: int = 0) -> list[int]:
                 return []  # a clean exit: ray.shutdown() stopped everything
             if not data:
                 break  # the driver died without saying goodbye
+    for pid, started in list(seen.items()):  # children born since the last look
+        st = _stat(pid)
+        if st is not None and st[1] == started:
+            seen.update(descendants(pid))
     killed = []
     for pid, started in seen.items():
         st = _stat(pid)

@@ -12,6 +12,7 @@ import os
 import re
 import resource
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -374,3 +375,44 @@ def test_no_host_address_is_hard_coded():
     assert IPV4.findall("ray.address=10.0.0.7:6379") == ["10.0.0.7"]
     cluster = (ROOT / "conf" / "ray" / "cluster.yaml").read_text()
     assert re.search(r"^address: auto$", cluster, re.MULTILINE)
+
+
+# The reaper ------------------------------------------------------------------------------
+
+REAPED = """
+import subprocess, sys, time
+from sweep.reaper import Reaper
+reaper = Reaper()
+orphan = subprocess.Popen(["sleep", "300"], start_new_session=True)  # outlives us unaided
+time.sleep(1)  # let the watcher see it
+print(orphan.pid, flush=True)
+if sys.argv[1] == "clean":
+    reaper.close()
+    print("closed", flush=True)
+time.sleep(300)
+"""
+
+
+@pytest.mark.parametrize("how", ["sigkill", "clean"])
+def test_reaper_kills_the_tree_of_a_killed_driver_and_nothing_on_a_clean_exit(how):
+    driver = subprocess.Popen(
+        [sys.executable, "-c", REAPED, how], stdout=subprocess.PIPE, text=True, cwd=ROOT
+    )
+    orphan = int(driver.stdout.readline())
+    if how == "clean":
+        assert driver.stdout.readline().strip() == "closed"
+    driver.kill()
+    driver.wait()
+    deadline = time.monotonic() + (10 if how == "sigkill" else 2)
+    while Path(f"/proc/{orphan}").exists() and time.monotonic() < deadline:
+        state = Path(f"/proc/{orphan}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        if state == "Z":
+            break
+        time.sleep(0.1)
+    alive = (
+        Path(f"/proc/{orphan}").exists()
+        and "Z" not in Path(f"/proc/{orphan}/stat").read_text().rsplit(")", 1)[1].split()[:1]
+    )
+    if alive:
+        os.kill(orphan, signal.SIGKILL)
+    assert alive == (how == "clean")
