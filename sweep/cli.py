@@ -27,7 +27,7 @@ from .cells import RunSettings
 from .config import register_configs
 from .grid import GridCounts, GridError, expand, grid_size
 from .integrity import scan_results
-from .lock import RunDirLocked, run_dir_lock
+from .lock import RunDirLocked, check_free, run_dir_lock
 from .manifest import git_revision, read_manifest, versions, write_manifest
 from .progress import Progress
 from .results import ResultWriter
@@ -197,9 +197,13 @@ def _main(cfg: DictConfig) -> None:
 
 def main() -> None:
     """The ``zapsweep`` console script: unknown keys are named before Hydra composes."""
+    args = sys.argv[1:]
     try:
-        check_overrides(sys.argv[1:])
-    except ConfigError as err:
+        check_overrides(args)
+        for arg in args:  # an explicit run dir: refuse before Hydra writes into it
+            if arg.startswith("hydra.run.dir="):
+                check_free(arg.split("=", 1)[1])
+    except (ConfigError, RunDirLocked) as err:
         print(f"zapsweep: {err}", file=sys.stderr)
         sys.exit(2)
     _main()

@@ -116,5 +116,27 @@ def run_dir_lock(run_dir: str | Path) -> Iterator[LockHolder]:
         os.close(fd)  # releases the flock
 
 
+def check_free(run_dir: str | Path) -> None:
+    """Raise :class:`RunDirLocked` if a sweep holds ``run_dir`` now; take nothing.
+
+    For the command line, before Hydra writes its ``.hydra/`` files into a
+    directory a running sweep owns; ``run_dir_lock`` still decides.
+    """
+    path = Path(run_dir) / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as err:
+            if err.errno not in (errno.EWOULDBLOCK, errno.EACCES, errno.EAGAIN):
+                raise
+            raise RunDirLocked(Path(run_dir), LockHolder.parse(_read(fd))) from None
+    finally:
+        os.close(fd)
+
+
 def _read(fd: int) -> str:
     return os.pread(fd, 4096, 0).decode(errors="replace")

@@ -118,8 +118,8 @@ def check_config(cfg: Mapping[str, Any]) -> None:
 
 
 def check_settings(cfg: Mapping[str, Any]) -> None:
-    if cfg["engine"] not in ENGINES:
-        raise ConfigError("engine", cfg["engine"], f"one of {list(ENGINES)}")
+    if cfg["engine"] not in ENGINES:  # the engine's own error, as simulate() would raise
+        raise ScenarioError("engine", cfg["engine"], f"one of {list(ENGINES)}")
     batch, ray, progress = cfg["batch"], cfg["ray"], cfg["progress"]
     _int_or_none("batch.size", batch["size"], 1)
     _int_or_none("batch.max_in_flight", batch["max_in_flight"], 1)

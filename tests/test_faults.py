@@ -156,10 +156,10 @@ def test_driver_sigkilled_five_times_then_resumed_every_cell_once(tmp_path):
     rng = random.Random(seed)
     run_dir = tmp_path / "run"
     watcher = Watcher(run_dir / "results")
-    # Moments: while Python/Hydra start, while Ray starts, then at random
-    # numbers of placed files (each run places at least one more).
-    plan = [(rng.uniform(0.2, 1.0), None), (rng.uniform(2.0, 5.0), None)]
-    plan += [(None, None)] * 3
+    # Moments: while Python and Hydra start, while Ray starts (or a little
+    # later), then at random numbers of placed files (at least one more each).
+    plan = [(rng.uniform(0.2, 1.0), None), (rng.uniform(1.5, 4.0), None)]
+    plan += [(rng.uniform(4.0, 9.0), None)] + [(None, None)] * 2
     kills = []
     for delay, parts in plan:
         if delay is None:
