@@ -45,7 +45,7 @@ class Scan:
 
 def check_file(path: Path) -> pa.Table:
     """Read one results file completely; raise if it is not a whole, valid file."""
-    table = pq.read_table(path)  # footer, every page, every checksum pyarrow checks
+    table = pq.read_table(path, page_checksum_verification=True)  # every page, its CRC
     missing = [name for name in REQUIRED if name not in table.column_names]
     if missing:
         raise ValueError(f"not a zapsweep results file: missing columns {missing}")

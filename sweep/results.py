@@ -77,7 +77,7 @@ class ResultWriter:
             )
             target_dir.mkdir(parents=True, exist_ok=True)
             staged = self.staging / name
-            pq.write_table(part, staged)
+            pq.write_table(part, staged, write_page_checksum=True)  # bit rot is caught
             os.replace(staged, target_dir / name)
             placed.append(target_dir / name)
             self.rows += part.num_rows

@@ -82,13 +82,27 @@ def _damage(files: list[Path]) -> dict[Path, list[str]]:
     return held
 
 
+def _flip_last_page_byte(path: Path, column: str) -> None:
+    meta = pq.ParquetFile(path).metadata.row_group(0)
+    names = [meta.column(i).path_in_schema for i in range(meta.num_columns)]
+    chunk = meta.column(names.index(column))
+    start = chunk.dictionary_page_offset or chunk.data_page_offset
+    end = start + chunk.total_compressed_size  # the chunk's last page's last byte
+    data = bytearray(path.read_bytes())
+    data[end - 1] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
 def test_bad_files_are_quarantined_named_and_their_cells_rerun(ray_local, tmp_path, caplog):
     run_dir = tmp_path / "run"
     first = sweep(_cfg(), run_dir)
     valid = first["counts"]["valid"]
     files = sorted((run_dir / "results").rglob("*.parquet"))
-    assert len(files) >= 3
+    assert len(files) >= 4
     held = _damage(files[:2])
+    flipped = files[2]  # one bit of page data: only the page checksum can tell
+    held[flipped] = pq.read_table(flipped, columns=["cell_id"])["cell_id"].to_pylist()
+    _flip_last_page_byte(flipped, "status")
     stray = run_dir / "results" / "paging_levels=4" / "strategy=root" / "part-empty.parquet"
     stray.write_bytes(b"")  # a zero-byte file, as a crash of another writer leaves
     alien = run_dir / "results" / "paging_levels=4" / "strategy=root" / "part-alien.parquet"
