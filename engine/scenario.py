@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 PTES_PER_TABLE = 512  # SPTE_ENT_PER_PAGE
@@ -342,5 +342,4 @@ __all__ = [
     "strategy_name",
     "strategy_levels",
     "level_bytes",
-    "field",
 ]
