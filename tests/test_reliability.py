@@ -28,6 +28,7 @@ from hydra import compose, initialize_config_module
 from sweep.cli import sweep
 from sweep.integrity import QUARANTINE, scan_results
 from sweep.lock import LOCK_FILE, LockHolder, RunDirLocked, run_dir_lock
+from sweep.reaper import descendants
 from sweep.results import open_dataset
 from sweep.validate import OutputError
 
@@ -296,19 +297,8 @@ def test_same_config_twice_gives_identical_rows(ray_local, tmp_path, engine):
 
 
 def _descendants(root: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(stat.parent.name))
-    out, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        out.append(pid)
-        todo.extend(children.get(pid, []))
-    return out
+    """``root`` and every process under it."""
+    return [root, *descendants(root)]
 
 
 def _listening(pids: list[int]) -> list[tuple[str, int]]:
