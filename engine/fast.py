@@ -22,7 +22,7 @@ exactly.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -56,9 +56,22 @@ def table_span(level: int) -> int:
 
 def _first_of_runs(sorted_values: np.ndarray) -> np.ndarray:
     """Start offsets of the runs of equal values in a sorted array."""
-    if len(sorted_values) == 0:
+    n = len(sorted_values)
+    if n == 0:
         return np.zeros(0, dtype=np.int64)
-    return np.flatnonzero(np.r_[True, sorted_values[1:] != sorted_values[:-1]])
+    starts = np.empty(n, dtype=bool)
+    starts[0] = True
+    np.not_equal(sorted_values[1:], sorted_values[:-1], out=starts[1:])
+    return np.flatnonzero(starts)
+
+
+def _running(values: np.ndarray) -> np.ndarray:
+    """0, then the running sums of ``values``: sums before each item, and the total.
+    (np.r_ costs more than the cumsum itself on the small arrays of small guests.)"""
+    out = np.empty(len(values) + 1, dtype=np.int64)
+    out[0] = 0
+    np.cumsum(values, out=out[1:])
+    return out
 
 
 COUNT_CHUNK = 1 << 16  # leaf tables drawn at a time: the draw's temporaries stay in cache
@@ -86,6 +99,12 @@ class Guest:
     scenario: Scenario
     counts: LeafTableCounts  # int16
     exist: dict[int, np.ndarray]
+    _visited: dict[int, np.ndarray] = field(default_factory=dict)
+    # Passes already built on this guest, by (zap level, cleared, costs):
+    # scenarios of one VM shape that differ in vCPUs, flush_on_yield or
+    # scheduling walk the same passes.  Kept only for guests small enough
+    # (PASS_CACHE_TABLES) that holding their passes costs little memory.
+    passes: dict[tuple, Pass] = field(default_factory=dict)
 
     @classmethod
     def build(cls, scenario: Scenario) -> Guest:
@@ -98,8 +117,15 @@ class Guest:
         exist[root] = np.zeros(1, dtype=np.int64)
         return cls(scenario, counts, exist)
 
+    def visited(self, level: int) -> np.ndarray:
+        """Entries visited in each existing table at ``level``: those whose GFN
+        is below tdp_mmu_max_gfn_host().  Every pass asks again: kept."""
+        if level not in self._visited:
+            self._visited[level] = self.visited_entries(level, self.exist[level])
+        return self._visited[level]
+
     def visited_entries(self, level: int, tables: np.ndarray) -> np.ndarray:
-        """Entries of each table whose GFN is below tdp_mmu_max_gfn_host()."""
+        """Entries of each of ``tables`` whose GFN is below tdp_mmu_max_gfn_host()."""
         end = self.scenario.end_gfn
         n = np.full(len(tables), ENTRIES, dtype=np.int64)
         # Only tables that reach past end are cut short (tables are sorted).
@@ -130,6 +156,15 @@ class Costs:
         self.accessed = cm.accessed_writeback_ps
         self.dirty = cm.dirty_writeback_ps
         self.table = cm.removed_table_ps
+        # What a Pass is built from: equal keys, equal passes.
+        self.key = (
+            self.visit,
+            self.entry_present,
+            self.entry_nonpresent,
+            self.accessed,
+            self.dirty,
+            self.table,
+        )
 
 
 def subtree_aggregates(guest: Guest, costs: Costs, cleared: int | None, top: int) -> dict:
@@ -151,17 +186,17 @@ def subtree_aggregates(guest: Guest, costs: Costs, cleared: int | None, top: int
             + a * costs.accessed
             + d * costs.dirty
         )
-        out[low] = Subtrees(cost, p, a, d, np.ones_like(p))
+        out[low] = Subtrees(cost, p, a, d, np.broadcast_to(np.int64(1), len(p)))
     else:
         low = cleared
         n = len(guest.exist[low])
         zero = np.zeros(n, dtype=np.int64)
         cost = np.full(n, costs.table + ENTRIES * costs.entry_nonpresent, dtype=np.int64)
-        out[low] = Subtrees(cost, zero, zero, zero, np.ones(n, dtype=np.int64))
+        out[low] = Subtrees(cost, zero, zero, zero, np.broadcast_to(np.int64(1), n))
     for level in range(low + 1, top + 1):
         child = out[level - 1]
         starts = _first_of_runs(guest.exist[level - 1] >> 9)
-        nchild = np.diff(np.r_[starts, len(guest.exist[level - 1])])
+        nchild = np.diff(starts, append=len(guest.exist[level - 1]))
         out[level] = Subtrees(
             cost=costs.table
             + nchild * costs.entry_present
@@ -200,13 +235,12 @@ class Pass:
         else:
             self.kind = "table"
         self.tables = guest.exist[self.bottom]
-        self.n = guest.visited_entries(self.bottom, self.tables)
+        self.n = guest.visited(self.bottom)
         if self.kind == "table":
             self.sub = subtree_aggregates(guest, costs, cleared, self.bottom - 1)[self.bottom - 1]
         self._bottom_totals()
         self.upper_visits = sum(
-            int(guest.visited_entries(level, guest.exist[level]).sum())
-            for level in range(self.bottom + 1, self.root + 1)
+            int(guest.visited(level).sum()) for level in range(self.bottom + 1, self.root + 1)
         )
         self._pieces: Pieces | None = None
         self._child_sums: tuple | None = None
@@ -252,7 +286,8 @@ class Pass:
                 return out
 
             s = self.sub
-            ops = per_table(np.ones(len(child_parent), dtype=np.int64))
+            ops = np.zeros(nt, dtype=np.int64)  # clears: one per child table
+            ops[pos] = np.diff(starts, append=len(child_parent))
             body = ops * c.entry_present + per_table(s.cost)
             leaves, acc, dirty = per_table(s.leaves), per_table(s.accessed), per_table(s.dirty)
             tables = per_table(s.tables)
@@ -306,7 +341,9 @@ class Pass:
     # The walk's pieces -----------------------------------------------
 
     def pieces(self, with_ops: bool) -> Pieces:
-        if self._pieces is None:
+        """The walk's pieces; running clears only when ``with_ops`` (a cached
+        pass may be asked first without them, then with)."""
+        if self._pieces is None or (with_ops and self._pieces.cum_ops is None):
             self._pieces = Pieces.of(self, with_ops)
         return self._pieces
 
@@ -405,16 +442,16 @@ class Pieces:
                 level=np.full(1, root, dtype=np.int8),
                 ss=np.zeros(1, dtype=bool),
                 bidx=np.zeros(1, dtype=index_type),
-                cum_cost=np.r_[0, p.b_cost],
-                cum_tables=np.r_[0, p.b_tables],
-                cum_ops=np.r_[0, p.b_ops],
+                cum_cost=_running(p.b_cost),
+                cum_tables=_running(p.b_tables),
+                cum_ops=_running(p.b_ops),
                 visits=visits,
             )
         # Compound pieces: the visited entries of the level-(B+1) tables, in
         # table order.  Bottom table t hangs under table t >> 9, entry t & 511.
         parent_level = bottom + 1
         parents = guest.exist[parent_level]
-        n_parent = guest.visited_entries(parent_level, parents)
+        n_parent = guest.visited(parent_level)
         first = np.cumsum(n_parent) - n_parent
         m = int(n_parent.sum())
         full = nb == m  # every entry points to a bottom table: piece i is table i
@@ -435,7 +472,7 @@ class Pieces:
         up_gfn, up_level, up_ss = [], [], []
         for level in range(parent_level + 1, root + 1):
             tables = guest.exist[level]
-            n = guest.visited_entries(level, tables)
+            n = guest.visited(level)
             j = np.arange(int(n.sum()), dtype=np.int64) - np.repeat(np.cumsum(n) - n, n)
             up_gfn.append(np.repeat(tables * table_span(level), n) + j * pages_per_spte(level))
             up_level.append(np.full(len(j), level, dtype=np.int8))
@@ -445,17 +482,13 @@ class Pieces:
         up_ss = np.concatenate(up_ss) if up_ss else np.zeros(0, dtype=bool)
         order = np.argsort(gfn * 8 + (root - up_level), kind="stable")  # parent first
         gfn, up_level, up_ss = gfn[order], up_level[order], up_ss[order]
-        at = np.r_[first, m][np.searchsorted(parents, gfn // table_span(parent_level))]
+        at = np.append(first, m)[np.searchsorted(parents, gfn // table_span(parent_level))]
 
         def merged(compound: np.ndarray, upper) -> np.ndarray:
             return np.insert(compound, at, upper) if len(at) else compound
 
         def running(bottom_values: np.ndarray, head_value: int) -> np.ndarray:
-            piece = merged(per_compound(bottom_values, 0) + head_value, head_value)
-            out = np.empty(len(piece) + 1, dtype=np.int64)
-            out[0] = 0
-            np.cumsum(piece, out=out[1:])
-            return out
+            return _running(merged(per_compound(bottom_values, 0) + head_value, head_value))
 
         return cls(
             head=1,
@@ -642,9 +675,9 @@ class TickWalk:
             self.cache.clear()
             body, cleared, freed = self.p.entries(b)
             self.cache[b] = (
-                np.r_[0, np.cumsum(body + self.visit)],
-                np.r_[0, np.cumsum(freed)],
-                np.r_[0, np.cumsum(cleared)],
+                _running(body + self.visit),
+                _running(freed),
+                _running(cleared),
             )
         return self.cache[b]
 
@@ -849,6 +882,11 @@ def run_tick(p: Pass, tl: FastTimeline) -> None:
 RUNNERS = {"never": run_never, "always": run_always, "tick": run_tick}
 
 
+# Leaf tables up to which a cached guest keeps its passes: 2^16 tables is
+# 128 GiB of 4K pages, and a few dozen MiB of pass arrays.
+PASS_CACHE_TABLES = 1 << 16
+
+
 class GuestCache:
     """Built guests, kept by what determines them, for a caller that
     simulates many scenarios of one VM shape (a sweep batch): the population
@@ -887,8 +925,12 @@ def simulate_fast(scenario: Scenario, cm: CostModel, guests: GuestCache | None =
     totals = {"leaf_zapped": 0, "accessed": 0, "dirty": 0, "tables": 0, "ops": 0}
     max_op = max_op_leaves = 0
     cleared: int | None = None
+    keep = guests is not None and len(guest.counts.present) <= PASS_CACHE_TABLES
     for zap_level in scenario.zap_level_numbers:
-        p = Pass(guest, costs, zap_level, cleared)
+        key = (zap_level, cleared, costs.key)
+        p = guest.passes.get(key) or Pass(guest, costs, zap_level, cleared)
+        if keep:
+            guest.passes[key] = p
         run(p, tl)
         for key in totals:
             totals[key] += p.totals[key]

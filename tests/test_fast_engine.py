@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from test_engine_properties import scenario_kwargs
 
 from engine import Scenario, simulate
+from engine.fast import GuestCache
 
 DIFFERENTIAL = settings(
     max_examples=300,
@@ -31,6 +32,35 @@ def assert_same(scenario: Scenario, cost_model: str = "seed-2022") -> None:
 @given(kw=scenario_kwargs(), cost_model=st.sampled_from(["seed-2022", "upstream-6.13"]))
 def test_fast_equals_reference(kw, cost_model) -> None:
     assert_same(Scenario(**kw), cost_model)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    kw=scenario_kwargs(),
+    variants=st.lists(
+        st.fixed_dictionaries(
+            {
+                "zap_levels": st.sampled_from(["root", "two_pass", "per_level", "upstream"]),
+                "vcpus": st.sampled_from([1, 8, 416]),
+                "flush_on_yield": st.booleans(),
+                "resched": st.sampled_from(["always", "never", "tick"]),
+                "mmu_lock": st.sampled_from(["write", "read"]),
+            }
+        ),
+        min_size=2,
+        max_size=6,
+    ),
+    cost_model=st.sampled_from(["seed-2022", "upstream-6.13"]),
+)
+def test_cached_guest_and_passes_change_nothing(kw, variants, cost_model) -> None:
+    """A sweep batch simulates many scenarios of one VM shape through one
+    GuestCache, which shares the page table draw and the passes built on it;
+    every result must equal the uncached one."""
+    guests = GuestCache(size=1)
+    for variant in variants:
+        scenario = Scenario(**{**kw, **variant})
+        cached = simulate(scenario, "fast", cost_model, guests=guests)
+        assert cached == simulate(scenario, "fast", cost_model), scenario
 
 
 @st.composite
