@@ -1,12 +1,15 @@
 """Throughput of zapsweep against the alternatives, on the same cells.
 
     python bench/sweep.py                 # everything, figures to stdout + JSON
-    python bench/sweep.py --only loop,zapsweep
+    python bench/sweep.py --only loop,serial,zapsweep
 
 Measures, on the 10,000 cells of ``grid=bench`` (conf/grid/bench.yaml), with
 the fast engine and 2 CPUs:
 
 - ``loop``: a plain in-process loop over ``engine.simulate``;
+- ``serial``: zapsweep's own batch function (``sweep.cells.run_batch``, cells of
+  one VM shape sharing their page table and passes) over the same cells in one
+  process, batches of 256: what zapsweep does without Ray, for comparison;
 - ``zapsweep``: the ``zapsweep`` command (Ray with ``ray.num_cpus=2``, Parquet
   written); cells/s over the sweep itself, and over the whole command (Ray start
   and shutdown included);
@@ -62,6 +65,18 @@ def run_loop(scenarios: list[Scenario]) -> dict:
     start = time.perf_counter()
     for scenario in scenarios:
         simulate(scenario, engine="fast", cost_model=model)
+    seconds = time.perf_counter() - start
+    return {"cells": len(scenarios), "seconds": seconds, "cells_per_s": len(scenarios) / seconds}
+
+
+def run_serial(scenarios: list[Scenario], batch: int = 256) -> dict:
+    from sweep.cells import RunSettings, make_cell, run_batch
+
+    settings = RunSettings("fast", load_cost_model("seed-2022"))
+    start = time.perf_counter()
+    cells = [make_cell(s, settings) for s in scenarios]
+    for lo in range(0, len(cells), batch):
+        run_batch(cells[lo : lo + batch], settings)
     seconds = time.perf_counter() - start
     return {"cells": len(scenarios), "seconds": seconds, "cells_per_s": len(scenarios) / seconds}
 
@@ -155,7 +170,7 @@ def run_multirun(cells: int, workdir: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--only", default="loop,zapsweep,tune,multirun,big")
+    p.add_argument("--only", default="loop,serial,zapsweep,tune,multirun,big")
     p.add_argument("--tune-cells", type=int, default=200, help="the first N bench cells")
     p.add_argument("--multirun-cells", type=int, default=200)
     p.add_argument("--big-seeds", type=int, default=100, help="10^5 cells = 1000 x seeds")
@@ -169,6 +184,9 @@ def main(argv: list[str] | None = None) -> int:
         if "loop" in only:
             figures["loop"] = run_loop(scenarios)
             print("loop", figures["loop"], flush=True)
+        if "serial" in only:
+            figures["serial"] = run_serial(scenarios)
+            print("serial", figures["serial"], flush=True)
         if "zapsweep" in only:
             figures["zapsweep"] = run_zapsweep(["grid=bench"], work)
             print("zapsweep", figures["zapsweep"], flush=True)
@@ -192,6 +210,10 @@ def main(argv: list[str] | None = None) -> int:
     if "loop" in figures and "zapsweep" in figures:
         ratios["zapsweep_vs_loop"] = (
             figures["zapsweep"]["cells_per_s"] / figures["loop"]["cells_per_s"]
+        )
+    if "serial" in figures and "zapsweep" in figures:
+        ratios["zapsweep_vs_serial_batches"] = (
+            figures["zapsweep"]["cells_per_s"] / figures["serial"]["cells_per_s"]
         )
     if "tune" in figures and "zapsweep" in figures:
         ratios["zapsweep_vs_tune"] = (

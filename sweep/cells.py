@@ -2,7 +2,10 @@
 
 ``run_batch`` is what a Ray task executes; it is a plain function so it can be
 tested and benchmarked without Ray.  A cell that raises becomes an error row;
-it never fails its batch.
+it never fails its batch.  Rows are plain dicts: this module (what a worker
+imports) needs neither pyarrow nor pandas, whose imports would cost each
+worker most of a second; the driver makes them an Arrow table
+(``sweep.schema.rows_table``).
 """
 
 from __future__ import annotations
@@ -17,15 +20,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import pyarrow as pa
-
 from engine import ENGINE_VERSION, GuestCache, Scenario, simulate
 from engine.cost_model import CostModel
 
-from .schema import ROW_SCHEMA
-
-# Columns of the scenario, typed as the Parquet schema wants them.
-_FLOAT_FIELDS = {f.name for f in ROW_SCHEMA if pa.types.is_floating(f.type)}
+# Scenario columns that are float64 in the Parquet schema (a ratio given as 1
+# must still be written as 1.0); sweep.schema checks this against the schema.
+FLOAT_FIELDS = frozenset(
+    ("populated_ratio", "accessed_ratio", "dirty_ratio", "resched_interval_us")
+    + ("rcu_stall_timeout_s",)
+)
 
 
 @dataclass(frozen=True)
@@ -57,7 +60,7 @@ def scenario_columns(scenario: Scenario) -> dict[str, Any]:
     """The scenario as Parquet columns: zap_levels as text, floats as floats."""
     row = scenario.to_dict()
     row["zap_levels"] = ",".join(scenario.zap_levels)
-    for name in _FLOAT_FIELDS.intersection(row):
+    for name in FLOAT_FIELDS.intersection(row):
         row[name] = float(row[name])
     row["strategy"] = scenario.strategy
     return row
@@ -113,8 +116,10 @@ def _describe(err: BaseException) -> str:
     return f"{type(err).__name__}: {err}{at}"
 
 
-def run_batch(cells: Sequence[Cell], settings: RunSettings, worker: str = "local") -> pa.Table:
-    """Run ``cells`` and return their rows as one Arrow table.
+def run_batch(
+    cells: Sequence[Cell], settings: RunSettings, worker: str = "local"
+) -> list[dict[str, Any]]:
+    """Run ``cells`` and return their rows.
 
     Cells of one VM shape run back to back and share its page table draw
     (the fast engine's GuestCache): in a grid most cells differ only in
@@ -122,5 +127,4 @@ def run_batch(cells: Sequence[Cell], settings: RunSettings, worker: str = "local
     guests = GuestCache(size=1)
     shape = [tuple(getattr(c.scenario, f) for f in GuestCache.KEY) for c in cells]
     order = sorted(range(len(cells)), key=lambda i: shape[i])
-    rows = [run_cell(cells[i], settings, worker, guests) for i in order]
-    return pa.Table.from_pylist(rows, schema=ROW_SCHEMA)
+    return [run_cell(cells[i], settings, worker, guests) for i in order]

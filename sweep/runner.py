@@ -18,12 +18,13 @@ from dataclasses import asdict, dataclass, field
 import pyarrow as pa
 import ray
 
-from .cells import Cell, RunSettings, make_cell, run_batch, scenario_columns
+from .cells import Cell, RunSettings, make_cell, scenario_columns
 from .config import RayConfig
 from .progress import Progress
 from .reaper import Reaper
 from .results import ResultWriter
-from .schema import ROW_SCHEMA
+from .schema import rows_table
+from .task import _batch_task
 
 log = logging.getLogger(__name__)
 
@@ -93,11 +94,6 @@ def auto_batch_size(expected: int | None, cpus: int) -> int:
     return max(1, min(AUTO_BATCH_MAX, -(-expected // (4 * cpus))))
 
 
-@ray.remote(num_cpus=1)
-def _batch_task(cells: list[Cell], settings: RunSettings) -> pa.Table:
-    return run_batch(cells, settings, worker=ray.get_runtime_context().get_node_id())
-
-
 def error_table(cells: list[Cell], settings: RunSettings, message: str) -> pa.Table:
     """Rows for cells whose batch could not be run at all (worker lost for good)."""
     rows = [
@@ -112,7 +108,7 @@ def error_table(cells: list[Cell], settings: RunSettings, message: str) -> pa.Ta
         }
         for c in cells
     ]
-    return pa.Table.from_pylist(rows, schema=ROW_SCHEMA)
+    return rows_table(rows)
 
 
 def run_cells(
@@ -162,7 +158,7 @@ def run_cells(
         for ref in ready:
             batch = pending.pop(ref)
             try:
-                table = ray.get(ref)
+                table = rows_table(ray.get(ref))
             except (ray.exceptions.RayError, OSError) as err:
                 stats.lost_batches += 1
                 log.warning("batch of %d cells failed for good: %s", len(batch.cells), err)

@@ -7,9 +7,14 @@ names), so the files themselves hold ``FILE_SCHEMA``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import pyarrow as pa
 
 from engine import RESULT_FIELDS, SCENARIO_FIELDS
+
+from .cells import FLOAT_FIELDS
 
 PARTITION_COLUMNS = ("paging_levels", "strategy")
 
@@ -49,3 +54,12 @@ ROW_SCHEMA = pa.schema(
 )
 
 FILE_SCHEMA = pa.schema([f for f in ROW_SCHEMA if f.name not in PARTITION_COLUMNS])
+
+assert FLOAT_FIELDS == {name for name, t in _SCENARIO_TYPES.items() if pa.types.is_floating(t)}, (
+    "sweep.cells.FLOAT_FIELDS out of step with the schema"
+)
+
+
+def rows_table(rows: Sequence[dict[str, Any]]) -> pa.Table:
+    """A batch's rows (sweep.cells.run_batch) as an Arrow table of ROW_SCHEMA."""
+    return pa.Table.from_pylist(list(rows), schema=ROW_SCHEMA)

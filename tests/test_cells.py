@@ -13,7 +13,7 @@ import pytest
 import sweep.cells as cells_mod
 from engine import RESULT_FIELDS, SCENARIO_FIELDS, Scenario, load_cost_model, simulate
 from sweep.cells import Cell, RunSettings, cell_id, make_cell, run_batch
-from sweep.schema import ROW_SCHEMA
+from sweep.schema import ROW_SCHEMA, rows_table
 
 GOLDEN_COSTS = {
     "name": "golden",
@@ -93,7 +93,7 @@ def test_description_of_the_cost_model_is_not_part_of_the_id():
 
 def test_batch_rows_carry_scenario_result_and_provenance():
     scenarios = [SCENARIO, Scenario(paging_levels=5, guest_memory="64MiB", page_size="2M")]
-    table = run_batch([make_cell(s, SETTINGS) for s in scenarios], SETTINGS, worker="node-a")
+    table = rows_table(run_batch([make_cell(s, SETTINGS) for s in scenarios], SETTINGS, "node-a"))
     assert table.schema == ROW_SCHEMA
     rows = table.to_pylist()
     for scenario, row in zip(scenarios, rows, strict=True):
@@ -118,17 +118,16 @@ def test_a_raising_cell_becomes_an_error_row_and_the_batch_goes_on(monkeypatch):
 
     monkeypatch.setattr(cells_mod, "simulate", flaky)
     batch = [make_cell(dataclasses.replace(SCENARIO, seed=s), SETTINGS) for s in (0, 1, 2)]
-    table = run_batch(batch, SETTINGS)
-    rows = table.to_pylist()
+    rows = run_batch(batch, SETTINGS)
     assert [r["status"] for r in rows] == ["ok", "error", "ok"]
     assert rows[1]["error"].startswith("RuntimeError: boom in the walk")
-    assert all(rows[1][k] is None for k in RESULT_FIELDS)
+    assert all(rows[1].get(k) is None for k in RESULT_FIELDS)
     assert rows[1]["cell_id"] == batch[1].cell_id and rows[1]["seed"] == 1
 
 
 def test_an_unknown_engine_is_an_error_row_naming_it():
     settings = dataclasses.replace(SETTINGS, engine="warp")
-    table = run_batch([Cell("x", SCENARIO)], settings)
+    table = rows_table(run_batch([Cell("x", SCENARIO)], settings))
     (row,) = table.to_pylist()
     assert row["status"] == "error" and "engine='warp'" in row["error"]
     assert isinstance(table, pa.Table)

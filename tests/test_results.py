@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 from engine import Scenario, load_cost_model
 from sweep.cells import RunSettings, make_cell, run_batch
 from sweep.results import STAGING, ResultWriter, done_cell_ids, open_dataset
-from sweep.schema import FILE_SCHEMA, ROW_SCHEMA
+from sweep.schema import FILE_SCHEMA, ROW_SCHEMA, rows_table
 
 SETTINGS = RunSettings(engine="reference", cost_model=load_cost_model("seed-2022"))
 
@@ -22,7 +22,7 @@ def _batch(**fields):
         for p in (4, 5)
         for z in ("root", "two_pass", "2M,root")
     ]
-    return run_batch([make_cell(s, SETTINGS) for s in scenarios], SETTINGS, worker="w")
+    return rows_table(run_batch([make_cell(s, SETTINGS) for s in scenarios], SETTINGS, worker="w"))
 
 
 def test_batches_land_in_hive_partitions_and_read_back_identically(tmp_path):
