@@ -85,6 +85,38 @@ def _binomial_cdf(n: int, q: float) -> np.ndarray:
     return cdf
 
 
+GUIDE_BITS = 16  # the guide table's buckets: uniforms sharing their top 16 bits
+GUIDE_MIN = 1 << 13  # uniforms drawn at once from one CDF before a guide pays off
+
+
+@lru_cache(maxsize=64)
+def _binomial_guide(n: int, q: float) -> np.ndarray:
+    """Per bucket ``b`` of uniforms in ``[b, b + 1) * 2^-16``: the inverse CDF
+    if every uniform of the bucket has the same one, else -1.  A lookup
+    instead of a binary search; at most n + 1 of 65,536 buckets straddle a
+    step of the CDF, and only uniforms in those are searched."""
+    cdf = _binomial_cdf(n, q)
+    buckets = np.arange(1 << GUIDE_BITS, dtype=np.int64)
+    # The smallest and largest 53-bit uniforms of each bucket, both exact floats.
+    low = (buckets << (53 - GUIDE_BITS)).astype(np.float64) * 2.0**-53
+    high = (((buckets + 1) << (53 - GUIDE_BITS)) - 1).astype(np.float64) * 2.0**-53
+    k_low = np.searchsorted(cdf, low, side="right")
+    k_high = np.searchsorted(cdf, high, side="right")
+    return np.where(k_low == k_high, k_low, -1).astype(np.int16)
+
+
+def _inverse_cdf(u: np.ndarray, n: int, q: float) -> np.ndarray:
+    """searchsorted(cdf, u, "right") for uniforms u with 53 random bits."""
+    cdf = _binomial_cdf(n, q)
+    if len(u) < GUIDE_MIN:
+        return np.searchsorted(cdf, u, side="right")
+    k = _binomial_guide(n, q).take((u * float(1 << GUIDE_BITS)).astype(np.int64))
+    k = k.astype(np.int64)
+    straddle = np.flatnonzero(k < 0)
+    k[straddle] = np.searchsorted(cdf, u[straddle], side="right")
+    return k
+
+
 def binomial_from_uniform(u: np.ndarray, n: np.ndarray, q: float) -> np.ndarray:
     """Inverse binomial CDF: the smallest k with P(Bin(n, q) <= k) > u."""
     n = np.asarray(n, dtype=np.int64)
@@ -97,14 +129,12 @@ def binomial_from_uniform(u: np.ndarray, n: np.ndarray, q: float) -> np.ndarray:
         return out
     values = np.flatnonzero(np.bincount(n))
     if len(values) == 1:  # a fully populated guest: one CDF for every table
-        k = np.searchsorted(_binomial_cdf(int(values[0]), float(q)), u, side="right")
-        return np.minimum(k, n)
+        return np.minimum(_inverse_cdf(u, int(values[0]), float(q)), n)
     order = np.argsort(n, kind="stable")
     bounds = np.searchsorted(n[order], values, side="left")
     for nv, lo, hi in zip(values, bounds, np.r_[bounds[1:], len(n)], strict=True):
         idx = order[lo:hi]
-        k = np.searchsorted(_binomial_cdf(int(nv), float(q)), u[idx], side="right")
-        out[idx] = np.minimum(k, nv)
+        out[idx] = np.minimum(_inverse_cdf(u[idx], int(nv), float(q)), nv)
     return out
 
 
@@ -192,13 +222,28 @@ def _rank_counts() -> np.ndarray:
     return onehot.cumsum(axis=1, dtype=np.int16).cumsum(axis=2, dtype=np.int16)
 
 
+@lru_cache(maxsize=1)
+def _rank_discrepancy() -> np.ndarray:
+    """Per multiplier m: max over j, s of |C[m, j, s] - j * s / 512|, how far
+    a prefix count strays from its share (2.5 to 11 entries for these)."""
+    n = PTES_PER_TABLE
+    share = np.arange(n + 1)[:, None] * np.arange(n + 1)[None, :] / n
+    return np.array([np.abs(c - share).max() for c in _rank_counts()])
+
+
 class RankPrefix:
     """#{i < j : (mul*i + add) mod 512 < threshold} for fixed tables and
     thresholds and many ``j``: the part that does not depend on ``j`` is
-    worked out once (a binary search over ``j`` asks many times)."""
+    worked out once (a binary search over ``j`` asks many times).
+
+    The count of the first j entries is within ``slack`` of ``j * share``:
+    it is the difference of two prefix counts C[m, j, .], each within the
+    multiplier's discrepancy of its share."""
 
     def __init__(self, midx: np.ndarray, add: np.ndarray, threshold: np.ndarray):
         n = PTES_PER_TABLE
+        self.share = np.asarray(threshold, dtype=np.float64) / n
+        self.slack = 2.0 * _rank_discrepancy()[np.asarray(midx, dtype=np.int64)]
         self.flat = _rank_counts().reshape(-1)
         self.base = np.asarray(midx, dtype=np.int64) * (n + 1) * (n + 1)
         lo = (n - np.asarray(add, dtype=np.int64)) % n  # mul*i mod n in [lo, lo + t)
