@@ -91,6 +91,23 @@ def compact_leaf_table_counts(scenario: Scenario) -> LeafTableCounts:
     return out
 
 
+def _weighted_sum(first: np.ndarray, weight: int, *terms: tuple[np.ndarray, int]) -> np.ndarray:
+    """first * weight + sum of x * w over terms, in int64, a cache-sized chunk
+    at a time: the leaf counts are int16, and widening whole arrays of a
+    16 TiB guest's 8M tables would stream a dozen 64 MiB temporaries."""
+    out = np.empty(len(first), dtype=np.int64)
+    scratch = np.empty(min(len(first), COUNT_CHUNK), dtype=np.int64)
+    for lo in range(0, len(first), COUNT_CHUNK):
+        hi = min(len(first), lo + COUNT_CHUNK)
+        acc, tmp = out[lo:hi], scratch[: hi - lo]
+        np.multiply(first[lo:hi], weight, out=acc, dtype=np.int64)
+        for x, w in terms:
+            if w:
+                np.multiply(x[lo:hi], w, out=tmp, dtype=np.int64)
+                acc += tmp
+    return out
+
+
 @dataclass
 class Guest:
     """The built page table, in aggregate: per-level sorted indices of the
@@ -137,13 +154,27 @@ class Guest:
 
 @dataclass
 class Subtrees:
-    """Per existing table at one level: what removing it (recursively) does."""
+    """Per existing table at one level: what removing it (recursively) does.
+    A field may be a plain int, the same for every table of the level (the
+    emptied tables of the last zap level: a 16 TiB guest has 8M of them)."""
 
-    cost: np.ndarray  # ps
-    leaves: np.ndarray
-    accessed: np.ndarray
-    dirty: np.ndarray
-    tables: np.ndarray
+    cost: np.ndarray | int  # ps
+    leaves: np.ndarray | int
+    accessed: np.ndarray | int
+    dirty: np.ndarray | int
+    tables: np.ndarray | int
+
+
+def _per_run(values: np.ndarray | int, starts: np.ndarray, lengths: np.ndarray, ufunc=np.add):
+    """``ufunc`` over each run of ``values`` (runs start at ``starts`` and
+    are ``lengths`` long); a uniform value needs no pass over the runs."""
+    if not isinstance(values, np.ndarray):
+        return lengths * values if ufunc is np.add else np.full(len(starts), values, np.int64)
+    return ufunc.reduceat(values, starts)
+
+
+def _rows(values: np.ndarray | int, lo: int, hi: int) -> np.ndarray | int:
+    return values if not isinstance(values, np.ndarray) else values[lo:hi]
 
 
 class Costs:
@@ -186,26 +217,27 @@ def subtree_aggregates(guest: Guest, costs: Costs, cleared: int | None, top: int
             + a * costs.accessed
             + d * costs.dirty
         )
-        out[low] = Subtrees(cost, p, a, d, np.broadcast_to(np.int64(1), len(p)))
+        out[low] = Subtrees(cost, p, a, d, 1)
     else:
         low = cleared
-        n = len(guest.exist[low])
-        zero = np.zeros(n, dtype=np.int64)
-        cost = np.full(n, costs.table + ENTRIES * costs.entry_nonpresent, dtype=np.int64)
-        out[low] = Subtrees(cost, zero, zero, zero, np.broadcast_to(np.int64(1), n))
+        out[low] = Subtrees(costs.table + ENTRIES * costs.entry_nonpresent, 0, 0, 0, 1)
     for level in range(low + 1, top + 1):
         child = out[level - 1]
         starts = _first_of_runs(guest.exist[level - 1] >> 9)
         nchild = np.diff(starts, append=len(guest.exist[level - 1]))
+
+        def per_table(values, starts=starts, nchild=nchild):
+            return _per_run(values, starts, nchild)
+
         out[level] = Subtrees(
             cost=costs.table
             + nchild * costs.entry_present
             + (ENTRIES - nchild) * costs.entry_nonpresent
-            + np.add.reduceat(child.cost, starts),
-            leaves=np.add.reduceat(child.leaves, starts),
-            accessed=np.add.reduceat(child.accessed, starts),
-            dirty=np.add.reduceat(child.dirty, starts),
-            tables=1 + np.add.reduceat(child.tables, starts),
+            + per_table(child.cost),
+            leaves=per_table(child.leaves),
+            accessed=per_table(child.accessed),
+            dirty=per_table(child.dirty),
+            tables=1 + per_table(child.tables),
         )
     return out
 
@@ -266,10 +298,7 @@ class Pass:
                 x if every else x[self.tables] for x in (cnt.present, cnt.accessed, cnt.dirty)
             )
             leaves, tables = ops, zero
-            # int16 counts: widen before scaling by a cost.
-            body = ops.astype(np.int64) * c.entry_present
-            body += acc.astype(np.int64) * c.accessed
-            body += dirty.astype(np.int64) * c.dirty
+            body = None  # b_cost below, from the counts directly
             # The costliest single leaf anywhere (costs are >= 0).
             if dirty.any():
                 max_body = c.entry_present + c.accessed + c.dirty
@@ -285,22 +314,29 @@ class Pass:
             pos = np.searchsorted(self.tables, child_parent[starts])
             has[pos] = True
 
-            def per_table(values: np.ndarray, ufunc=np.add) -> np.ndarray:
+            nchild = np.diff(starts, append=len(child_parent))
+
+            def per_table(values: np.ndarray | int, ufunc=np.add) -> np.ndarray:
                 out = np.zeros(nt, dtype=np.int64)
-                if len(values):
-                    out[pos] = ufunc.reduceat(values, starts)
+                if len(starts):
+                    out[pos] = _per_run(values, starts, nchild, ufunc)
                 return out
 
             s = self.sub
             ops = np.zeros(nt, dtype=np.int64)  # clears: one per child table
-            ops[pos] = np.diff(starts, append=len(child_parent))
+            ops[pos] = nchild
             body = ops * c.entry_present + per_table(s.cost)
             leaves, acc, dirty = per_table(s.leaves), per_table(s.accessed), per_table(s.dirty)
             tables = per_table(s.tables)
             maxbody = np.where(has, c.entry_present + per_table(s.cost, np.maximum), 0)
             max_body = int(maxbody.max()) if nt else 0
             max_leaves = int(per_table(s.leaves, np.maximum).max()) if nt else 0
-        self.b_cost = self.n * c.visit + body
+        if body is None:
+            self.b_cost = _weighted_sum(
+                self.n, c.visit, (ops, c.entry_present), (acc, c.accessed), (dirty, c.dirty)
+            )
+        else:
+            self.b_cost = self.n * c.visit + body
         self.b_ops, self.b_tables = ops, tables
         self.totals = {
             "leaf_zapped": int(leaves.sum()),
@@ -338,8 +374,8 @@ class Pass:
         lo, hi = np.searchsorted(below, [table * ENTRIES, table * ENTRIES + n])
         j = below[lo:hi] - table * ENTRIES
         body, freed = zero.copy(), zero.copy()
-        body[j] = c.entry_present + self.sub.cost[lo:hi]
-        freed[j] = self.sub.tables[lo:hi]
+        body[j] = c.entry_present + _rows(self.sub.cost, lo, hi)
+        freed[j] = _rows(self.sub.tables, lo, hi)
         present = np.zeros(n, dtype=bool)
         present[j] = True
         return body, present, freed
@@ -361,9 +397,9 @@ class Pass:
         if self.kind == "table":
             if self._child_sums is None:
                 s = self.sub
-                self._child_sums = (
-                    np.concatenate(([0], np.cumsum(self.costs.entry_present + s.cost))),
-                    np.concatenate(([0], np.cumsum(s.tables))),
+                self._child_sums = tuple(
+                    _running(v) if isinstance(v, np.ndarray) else v
+                    for v in (self.costs.entry_present + s.cost, s.tables)
                 )
             below = self.guest.exist[self.bottom - 1]
             return t * ENTRIES, np.searchsorted(below, t * ENTRIES)
@@ -391,8 +427,12 @@ class Pass:
         if self.kind == "table":
             base, lo = params
             hi = np.searchsorted(self.guest.exist[self.bottom - 1], base + j)
-            cost_sum, table_sum = self._child_sums
-            return j * c.visit + cost_sum[hi] - cost_sum[lo], hi - lo, table_sum[hi] - table_sum[lo]
+            cleared = hi - lo
+            cost_in, tables_in = (
+                v[hi] - v[lo] if isinstance(v, np.ndarray) else cleared * v
+                for v in self._child_sums
+            )
+            return j * c.visit + cost_in, cleared, tables_in
         present, accessed, dirty = (count(j) for count in params)
         cost = j * c.visit + present * c.entry_present + accessed * c.accessed + dirty * c.dirty
         return cost, present, np.zeros_like(j)
