@@ -809,9 +809,11 @@ class TickWalk:
         flush = tl.flush_ps if self.flush else 0
         omega = visit + flush + tl.cm.yield_ps + (p.root - p.bottom) * visit
         step = tl.interval - omega
-        if step <= 0:
+        # Every visit of the pass starts before its total cost: when the next
+        # yield may start no earlier, the pass ends without one.
+        if step <= 0 or x0 >= int(pc.cum_cost[-1]):
             return 0
-        size = int(min(size, max(0, int(pc.cum_cost[-1]) - x0) // step + 2))
+        size = int(min(size, (int(pc.cum_cost[-1]) - x0) // step + 2))
         i = np.arange(size, dtype=np.int64)
         x = x0 + i * step
         # x is ascending: search only the stretch of pieces it spans.
