@@ -127,13 +127,13 @@ def strategy_name(zap_levels: tuple[str, ...], paging_levels: int) -> str:
 
 
 def _normalize_zap_levels(value: Any, paging_levels: int) -> tuple[str, ...]:
+    if isinstance(value, str) and value in NAMED_STRATEGIES:  # most cells of a sweep
+        return strategy_levels(value, paging_levels)
     allowed = (
         f"a strategy name {NAMED_STRATEGIES} or an ascending list of "
         f"{list(LEVEL_NAMES.values())[: paging_levels - 1]} (or level numbers) ending at 'root'"
     )
     if isinstance(value, str):
-        if value in NAMED_STRATEGIES:
-            return strategy_levels(value, paging_levels)
         items: list[Any] = [v.strip() for v in value.split(",")]
     elif isinstance(value, (list, tuple)):
         items = list(value)
@@ -329,7 +329,7 @@ class Scenario:
         return round(self.rcu_stall_timeout_s * 1_000_000_000_000)
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        return {name: getattr(self, name) for name in SCENARIO_FIELDS}
 
 
 SCENARIO_FIELDS = tuple(f.name for f in fields(Scenario))

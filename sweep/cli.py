@@ -110,6 +110,7 @@ def _sweep(
     log.info("grid: %d combinations; %d cells already in %s", total, len(done), results_dir)
     with ray_session(cfg.ray):
         ray_ready = time.monotonic()
+        cpu_at_start = time.process_time()
         progress = Progress(total, cfg.progress.bar, cfg.progress.log_interval_s)
         stats = run_cells(
             expand(grid, counts),
@@ -124,6 +125,9 @@ def _sweep(
             dropped=dropped,
         )
         progress.close()
+        # CPU the driver itself spent expanding, hashing and writing: when it
+        # nears sweep_s, the driver (not the workers) limits the sweep.
+        driver_cpu_s = time.process_time() - cpu_at_start
     writer.close()
     if counts.invalid:
         log.info(
@@ -136,6 +140,7 @@ def _sweep(
         timings={
             "ray_start_s": round(ray_ready - started, 3),
             "sweep_s": round(stats.elapsed_s, 3),
+            "driver_cpu_s": round(driver_cpu_s, 3),
             "first_result_s": stats.first_result_s,
             "total_s": round(time.monotonic() - started, 3),
             # the driver's own peak resident memory (Linux reports KiB)

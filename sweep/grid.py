@@ -129,11 +129,9 @@ def combinations(grid: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
     """The raw combinations (field -> value as written), lazily: paging_levels,
     then zap_levels, then the other axes in field order, the last fastest."""
     axes = grid_axes(grid)
+    names = [name for axis in axes for name in axis.names]
     for choice in itertools.product(*(axis.values for axis in axes)):
-        cell: dict[str, Any] = {}
-        for axis, vals in zip(axes, choice, strict=True):
-            cell.update(zip(axis.names, vals, strict=True))
-        yield cell
+        yield dict(zip(names, itertools.chain.from_iterable(choice), strict=True))
 
 
 def _matches(rule: Mapping[str, Any], cell: Mapping[str, Any]) -> bool:
