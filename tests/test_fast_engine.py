@@ -173,3 +173,50 @@ def test_fast_tick_16tib_yields_once_per_interval() -> None:
     assert abs(r.yields - r.total_ns // 1_000_000) <= 1
     assert 1_000_000 <= r.max_rcu_hold_ns < 1_100_000
     assert not r.rcu_stall
+
+
+# The tick search's window ------------------------------------------------
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    populated=st.sampled_from([1.0, 0.9, 0.5]),
+    accessed=st.sampled_from([1.0, 0.7, 0.3]),
+    dirty_share=st.floats(0.0, 1.0),
+    cost_model=st.sampled_from(["seed-2022", "upstream-6.13"]),
+    seed=st.integers(0, 2**32),
+)
+def test_search_window_never_changes_the_entry_found(
+    populated, accessed, dirty_share, cost_model, seed
+):
+    """Pass.window narrows the binary search by the rank maps' discrepancy
+    bound; the entry found must be the one the full-range search finds."""
+    import numpy as np
+
+    from engine import load_cost_model
+    from engine.fast import Costs, Guest, Pass, TickWalk
+
+    scenario = Scenario(
+        guest_memory="2GiB",
+        populated_ratio=populated,
+        accessed_ratio=accessed,
+        dirty_ratio=accessed * dirty_share,
+        seed=seed,
+    )
+    guest = Guest.build(scenario)
+    p = Pass(guest, Costs(scenario, load_cost_model(cost_model)), 1, None)
+    full = np.flatnonzero(p.full_tables(np.arange(len(p.tables))))
+    if len(full) == 0:
+        return
+    rng = np.random.default_rng(seed)
+    b = rng.choice(full, size=400)
+    params = p.prefix_params(b)
+    whole = p.prefix_cost(params, np.full(len(b), 512))[0]
+    y = (rng.uniform(-0.1, 1.1, len(b)) * whole).astype(np.int64)
+    lo = rng.integers(0, 300, len(b))
+    hi = np.minimum(512, lo + rng.integers(0, 400, len(b)))
+    walk = TickWalk.__new__(TickWalk)  # first_entries reads only walk.p
+    walk.p = p
+    narrowed = walk.first_entries(params, lo, hi, y)
+    p.window = lambda params, lo, hi, y: (lo, hi)  # the instance only: the full range
+    np.testing.assert_array_equal(narrowed, walk.first_entries(params, lo, hi, y))
