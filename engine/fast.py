@@ -553,8 +553,19 @@ class Pieces:
         gfn, up_level, up_ss = gfn[order], up_level[order], up_ss[order]
         at = np.append(first, m)[np.searchsorted(parents, gfn // table_span(parent_level))]
 
+        # np.insert(compound, at, upper) for several arrays: ``at`` is sorted,
+        # so the upper entries land at at + 0, 1, 2, ... of the merged array.
+        upper_at = at + np.arange(len(at))
+        is_compound = np.ones(m + len(at), dtype=bool)
+        is_compound[upper_at] = False
+
         def merged(compound: np.ndarray, upper) -> np.ndarray:
-            return np.insert(compound, at, upper) if len(at) else compound
+            if not len(at):
+                return compound
+            out = np.empty(len(is_compound), dtype=compound.dtype)
+            out[upper_at] = upper
+            out[is_compound] = compound
+            return out
 
         def running(bottom_values: np.ndarray, head_value: int) -> np.ndarray:
             return _running(merged(per_compound(bottom_values, 0) + head_value, head_value))
