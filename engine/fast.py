@@ -40,7 +40,8 @@ from .population import (
     leaf_table_counts,
 )
 from .result import ZapResult
-from .scenario import PTES_PER_TABLE, TABLE_BYTES, Scenario
+from .scenario import PTES_PER_TABLE, Scenario
+from .timeline import Timeline
 
 ENTRIES = PTES_PER_TABLE
 
@@ -594,21 +595,10 @@ class Pieces:
         )
 
 
-class FastTimeline:
-    """The Timeline of engine/timeline.py, advanced a piece at a time."""
-
-    def __init__(self, scenario: Scenario, cm: CostModel):
-        self.scn, self.cm = scenario, cm
-        self.flush_ps = cm.flush_ps(scenario.vcpus)
-        self.interval = scenario.resched_interval_ps
-        self.clock = 0
-        self.resched_cleared = 0
-        self.hold_start = 0
-        self.hold_tables = 0
-        self.flush_pending = False
-        self.visits = self.yields = self.tlb_flushes = 0
-        self.max_hold = 0
-        self.peak_tables = 0
+class FastTimeline(Timeline):
+    """The Timeline of engine/timeline.py, advanced a piece at a time: a
+    stretch of the walk is charged as a whole, and a yield comes with the
+    visit it aborts and the restart's walk back down."""
 
     def advance(self, cost: int, visits: int, tables: int, cleared: bool) -> None:
         self.clock += cost
@@ -616,28 +606,15 @@ class FastTimeline:
         self.hold_tables += tables
         self.flush_pending |= cleared
 
-    def yield_cpu(self, level: int) -> None:
+    def yield_and_restart(self, level: int) -> None:
         """The aborted visit, flush, yield, then the restart's walk down from
         the root to the interrupted SPTE at ``level`` (its ancestors)."""
         self.clock += self.cm.visit_ps
         self.visits += 1
-        if self.scn.flush_on_yield and self.flush_pending:
-            self.clock += self.flush_ps
-            self.tlb_flushes += 1
-            self.flush_pending = False
-        self.end_hold()
-        self.clock += self.cm.yield_ps
-        self.yields += 1
-        self.hold_start = self.clock
-        self.resched_cleared = self.clock
-        ancestors = self.scn.root_level - level
+        self.flush_and_yield()
+        ancestors = self.scenario.root_level - level
         self.clock += ancestors * self.cm.visit_ps
         self.visits += ancestors
-
-    def end_hold(self) -> None:
-        self.max_hold = max(self.max_hold, self.clock - self.hold_start)
-        self.peak_tables = max(self.peak_tables, self.hold_tables)
-        self.hold_tables = 0
 
 
 def run_never(p: Pass, tl: FastTimeline) -> None:
@@ -656,7 +633,7 @@ def run_always(p: Pass, tl: FastTimeline) -> None:
     for k in range(len(pieces.bidx)):
         if pieces.head:
             if pieces.ss[k]:
-                tl.yield_cpu(int(pieces.level[k]))
+                tl.yield_and_restart(int(pieces.level[k]))
             tl.advance(visit, 1, 0, False)
         b = int(pieces.bidx[k])
         if b < 0:
@@ -667,31 +644,31 @@ def run_always(p: Pass, tl: FastTimeline) -> None:
         n = len(body)
         if n == 1:
             continue
-        tl.yield_cpu(bottom)
+        tl.yield_and_restart(bottom)
         # Entries 1..n-2 each make a hold of their own: restart ancestors,
         # their visit and body, the next entry's aborted visit and a flush if
         # they cleared something.
-        ancestors = (tl.scn.root_level - bottom) * visit
+        ancestors = (tl.scenario.root_level - bottom) * visit
         mid = slice(1, n - 1)
         if n > 2:
-            flush = tl.flush_ps if tl.scn.flush_on_yield else 0
+            flush = tl.flush_ps if tl.scenario.flush_on_yield else 0
             holds = ancestors + 2 * visit + body[mid] + cleared[mid] * flush
-            tl.max_hold = max(tl.max_hold, int(holds.max()))
-            tl.peak_tables = max(tl.peak_tables, int(freed[mid].max()))
+            tl.max_hold_ps = max(tl.max_hold_ps, int(holds.max()))
+            tl.pending_free_peak_tables = max(tl.pending_free_peak_tables, int(freed[mid].max()))
             yields = n - 2
-            flushes = int(cleared[mid].sum()) if tl.scn.flush_on_yield else 0
+            flushes = int(cleared[mid].sum()) if tl.scenario.flush_on_yield else 0
             tl.clock += (
                 int(body[mid].sum())
                 + yields * (2 * visit + tl.cm.yield_ps + ancestors)
                 + flushes * tl.flush_ps
             )
-            tl.visits += yields * (2 + tl.scn.root_level - bottom)
+            tl.visits += yields * (2 + tl.scenario.root_level - bottom)
             tl.yields += yields
             tl.tlb_flushes += flushes
             tl.resched_cleared = tl.clock - ancestors
             tl.hold_start = tl.clock - ancestors
-            tl.flush_pending = (
-                False if tl.scn.flush_on_yield else tl.flush_pending or bool(cleared[mid].any())
+            tl.flush_pending = not tl.scenario.flush_on_yield and (
+                tl.flush_pending or bool(cleared[mid].any())
             )
         tl.advance(visit + int(body[n - 1]), 1, int(freed[n - 1]), bool(cleared[n - 1]))
 
@@ -711,7 +688,7 @@ class TickWalk:
     BATCH = 2048  # proposals per batch: a batch costs about the same for 100 or 4000
 
     def __init__(self, p: Pass, tl: FastTimeline):
-        self.flush = tl.scn.flush_on_yield
+        self.flush = tl.scenario.flush_on_yield
         self.p, self.tl, self.pc = p, tl, p.pieces(with_ops=self.flush)
         self.visit = p.costs.visit
         self.npieces = len(self.pc.bidx)
@@ -777,7 +754,7 @@ class TickWalk:
         coordinates; boundary is the need_resched time it answers."""
         tl = self.tl
         offset = tl.clock - self.here[0]
-        boundary = (tl.resched_cleared // tl.interval + 1) * tl.interval
+        boundary = (tl.resched_cleared // tl.interval_ps + 1) * tl.interval_ps
         return boundary - self.visit - offset, boundary
 
     def next_yield(self) -> tuple[int, int] | None:
@@ -805,7 +782,7 @@ class TickWalk:
     def yield_at(self, k: int, j: int) -> None:
         self.move_to(self.position(k, j))
         pc = self.pc
-        self.tl.yield_cpu(int(pc.level[k]) if pc.head and j == 0 else self.p.bottom)
+        self.tl.yield_and_restart(int(pc.level[k]) if pc.head and j == 0 else self.p.bottom)
         self.search = (k, j + 1) if j + 1 < pc.piece_visits(k, self.p.n) else (k + 1, 0)
 
     # Many yields at once --------------------------------------------
@@ -819,7 +796,7 @@ class TickWalk:
         x0, boundary = self.target()
         flush = tl.flush_ps if self.flush else 0
         omega = visit + flush + tl.cm.yield_ps + (p.root - p.bottom) * visit
-        step = tl.interval - omega
+        step = tl.interval_ps - omega
         # Every visit of the pass starts before its total cost: when the next
         # yield may start no earlier, the pass ends without one.
         if step <= 0 or x0 >= int(pc.cum_cost[-1]):
@@ -910,7 +887,7 @@ class TickWalk:
         t_check = start + offset + visit
         t_clear = t_check + flush + tl.cm.yield_ps
         # Each yield must answer its own interval, not a later one.
-        ok &= t_clear < boundary + (i + 1) * tl.interval
+        ok &= t_clear < boundary + (i + 1) * tl.interval_ps
         if self.flush:
             pending = ops_at > np.concatenate(([self.here[2]], ops_at[: n - 1]))
             pending[0] |= tl.flush_pending
@@ -921,10 +898,10 @@ class TickWalk:
         last = n - 1
         hold_end = t_check[:n] + flush
         hold_start = np.concatenate(([tl.hold_start], t_clear[:last]))
-        tl.max_hold = max(tl.max_hold, int((hold_end - hold_start).max()))
+        tl.max_hold_ps = max(tl.max_hold_ps, int((hold_end - hold_start).max()))
         held = np.diff(np.concatenate(([self.here[1]], tables_at[:n])))
         held[0] += tl.hold_tables
-        tl.peak_tables = max(tl.peak_tables, int(held.max()))
+        tl.pending_free_peak_tables = max(tl.pending_free_peak_tables, int(held.max()))
         kl, jl = int(kp[last]), int(j[last])
         there = (int(start[last]), int(tables_at[last]), int(ops_at[last]))
         ancestors = p.root - level[:n]
@@ -1020,21 +997,11 @@ def simulate_fast(scenario: Scenario, cm: CostModel, guests: GuestCache | None =
         max_op_leaves = max(max_op_leaves, p.max_op_leaves)
         if p.kind != "skip":
             cleared = zap_level
-    tl.end_hold()
-    return ZapResult(
-        visits=tl.visits,
-        yields=tl.yields,
-        leaf_zapped=totals["leaf_zapped"],
-        tables_freed=totals["tables"],
-        removed_entries_scanned=ENTRIES * totals["tables"],
-        accessed_writebacks=totals["accessed"],
-        dirty_writebacks=totals["dirty"],
-        tlb_flushes=tl.tlb_flushes,
-        max_op_leaves=max_op_leaves,
-        max_op_ns=max_op // 1000,
-        max_rcu_hold_ns=tl.max_hold // 1000,
-        total_ns=tl.clock // 1000,
-        rcu_stall=tl.max_hold >= scenario.rcu_stall_timeout_ps,
-        pending_free_peak_bytes=tl.peak_tables * TABLE_BYTES,
-        ops=totals["ops"],
-    )
+    tl.leaf_zapped = totals["leaf_zapped"]
+    tl.tables_freed = totals["tables"]
+    tl.removed_entries_scanned = ENTRIES * totals["tables"]
+    tl.accessed_writebacks = totals["accessed"]
+    tl.dirty_writebacks = totals["dirty"]
+    tl.ops = totals["ops"]
+    tl.max_op_ps, tl.max_op_leaves = max_op, max_op_leaves
+    return tl.result()

@@ -66,7 +66,7 @@ class Timeline:
         self.hold_tables += 1
         self.clock += self.cm.removed_table_ps
 
-    def _end_hold(self) -> None:
+    def end_hold(self) -> None:
         self.max_hold_ps = max(self.max_hold_ps, self.clock - self.hold_start)
         self.pending_free_peak_tables = max(self.pending_free_peak_tables, self.hold_tables)
         self.hold_tables = 0
@@ -76,18 +76,23 @@ class Timeline:
         mmu_lock, reschedule, re-take them.  The yielding visit is an
         operation of its own (the check only)."""
         self.end_op(0)
+        self.flush_and_yield()
+
+    def flush_and_yield(self) -> None:
+        """The flush (if one is pending and flush_on_yield), the end of the
+        RCU hold, and the yield, after which need_resched is clear."""
         if self.scenario.flush_on_yield and self.flush_pending:
             self.clock += self.flush_ps
             self.tlb_flushes += 1
             self.flush_pending = False
-        self._end_hold()
+        self.end_hold()
         self.clock += self.cm.yield_ps
         self.yields += 1
         self.hold_start = self.clock
         self.resched_cleared = self.clock
 
     def result(self) -> ZapResult:
-        self._end_hold()
+        self.end_hold()
         return ZapResult(
             visits=self.visits,
             yields=self.yields,
