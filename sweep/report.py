@@ -23,7 +23,7 @@ from engine import format_memory
 
 from . import plots, summary
 from .plots import fmt_seconds
-from .summary import DEFAULT_GROUP_KEYS, VERDICT_KEYS, Source
+from .summary import DEFAULT_GROUP_KEYS, VERDICT_COLUMNS, VERDICT_KEYS, Source
 
 DEFAULT_BUDGET_MS = 100.0
 DEFAULT_STALL_TIMEOUT_S = 21.0
@@ -272,16 +272,7 @@ def _sections(data: ReportData) -> dict[str, pl.DataFrame]:
     price = data.price.select(
         *VERDICT_KEYS, "pairs", "median_ratio", "min_ratio", "max_ratio", "total_ratio"
     )
-    verdict_cols = [
-        *VERDICT_KEYS,
-        "largest_memory",
-        "worst_op_at_largest_ns",
-        "stall_at_largest",
-        "under_budget_up_to",
-        "over_budget_from",
-        "stall_free_up_to",
-        "stalls_from",
-    ]
+    verdict_cols = [*VERDICT_KEYS, *VERDICT_COLUMNS]
     budget = fmt_seconds(data.budget_ms / 1e3)
     return {
         "headline": display(

@@ -31,6 +31,16 @@ DEFAULT_GROUP_KEYS: tuple[str, ...] = (
 )
 # Verdicts and the price of safety are judged per paging depth and page size.
 VERDICT_KEYS: tuple[str, ...] = ("paging_levels", "page_size", "strategy")
+# What verdicts() says per group of VERDICT_KEYS, beside its counts and worst cases.
+VERDICT_COLUMNS: tuple[str, ...] = (
+    "largest_memory",
+    "worst_op_at_largest_ns",
+    "stall_at_largest",
+    "under_budget_up_to",
+    "over_budget_from",
+    "stall_free_up_to",
+    "stalls_from",
+)
 # The two hive partition columns come from directory names, not from the files.
 HIVE_SCHEMA = {"paging_levels": pl.Int64, "strategy": pl.String}
 # Display order: the kernel before the seed's patch, the patch, Linux >= 6.9, the reply.
@@ -248,12 +258,7 @@ def verdicts(source: Source, budget_ms: float = 100.0) -> pl.DataFrame:
             "worst_max_op_ns",
             "worst_max_rcu_hold_ns",
             "stalls",
-            "worst_op_at_largest_ns",
-            "stall_at_largest",
-            "under_budget_up_to",
-            "over_budget_from",
-            "stall_free_up_to",
-            "stalls_from",
+            *VERDICT_COLUMNS[1:],  # [0], largest_memory, leads the worst cases above
         )
     )
     return sort_groups(out, group).collect()
