@@ -23,12 +23,9 @@ from typing import Any
 from engine import ENGINE_VERSION, GuestCache, Scenario, simulate
 from engine.cost_model import CostModel
 
-# Scenario columns that are float64 in the Parquet schema (a ratio given as 1
-# must still be written as 1.0); sweep.schema checks this against the schema.
-FLOAT_FIELDS = frozenset(
-    ("populated_ratio", "accessed_ratio", "dirty_ratio", "resched_interval_us")
-    + ("rcu_stall_timeout_s",)
-)
+# Scenario fields typed float: float64 columns in the Parquet schema, so a
+# ratio given as 1 is written as 1.0 (sweep.schema checks the schema agrees).
+FLOAT_FIELDS = frozenset(f.name for f in dataclasses.fields(Scenario) if f.type in ("float", float))
 
 
 @dataclass(frozen=True)
