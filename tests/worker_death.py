@@ -9,6 +9,7 @@ passes RAY_AUTH_MODE=token and a fresh RAY_AUTH_TOKEN.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -58,6 +59,11 @@ def _running_task(raylet_pid: int) -> int | None:
 
 def main(run_dir: Path) -> dict:
     temp_dir = tempfile.mkdtemp(prefix="zw", dir="/tmp")  # short: socket paths are limited
+    # Cluster writes the head's address to <default temp dir>/ray/ray_current_cluster
+    # whatever temp_dir its nodes get; point that default at this cluster's own
+    # directory, so it needs no /tmp/ray and leaves nothing for another ray.init().
+    os.environ["RAY_TMPDIR"] = temp_dir
+    os.mkdir(os.path.join(temp_dir, "ray"))
     head_args = {"num_cpus": 1, "include_dashboard": False, "temp_dir": temp_dir}
     cluster = Cluster(initialize_head=True, head_node_args=head_args)
     worker = cluster.add_node(num_cpus=1, temp_dir=temp_dir)
