@@ -222,13 +222,14 @@ def ray_session(cfg: RayConfig):
         yield
         return
     reaper = None
-    if address:
-        log.info("joining the Ray cluster at %s", address)
-        ray.init(address=address, runtime_env=runtime_env(), log_to_driver=False)
-    else:
-        reaper = Reaper()  # if this driver is killed, its local Ray goes too
-        init_local_ray(cfg.num_cpus, cfg.object_store_memory)
     try:
+        if address:
+            log.info("joining the Ray cluster at %s", address)
+            ray.init(address=address, runtime_env=runtime_env(), log_to_driver=False)
+        else:
+            reaper = Reaper()  # if this driver is killed, its local Ray goes too
+            with reaper.marking():  # every process of this Ray carries the watcher's mark
+                init_local_ray(cfg.num_cpus, cfg.object_store_memory)
         resources = ray.cluster_resources()
         log.info("Ray: %d node(s), %s CPUs", len(ray.nodes()), resources.get("CPU"))
         yield
