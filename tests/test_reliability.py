@@ -385,40 +385,68 @@ def test_no_host_address_is_hard_coded():
 
 # The reaper ------------------------------------------------------------------------------
 
+# A driver: its "Ray" is started while the reaper marks the environment, one
+# process ignoring SIGTERM and orphaned at once, and under a parent that lives
+# on, one that starts with another environment; a stranger starts unmarked.
 REAPED = """
 import subprocess, sys, time
 from sweep.reaper import Reaper
+
+STUBBORN = (
+    "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+    "print(flush=True); time.sleep(300)"
+)
+ORPHAN = (
+    "import subprocess, sys; "
+    f"p = subprocess.Popen([sys.executable, '-c', {STUBBORN!r}], stdout=subprocess.PIPE, "
+    "stderr=subprocess.DEVNULL); "
+    "p.stdout.readline(); print(p.pid)"
+)
+PARENT = (
+    "import subprocess, time; "
+    "c = subprocess.Popen(['sleep', '300'], env={'PATH': '/usr/bin:/bin'}); "
+    "print(c.pid, flush=True); time.sleep(300)"
+)
 reaper = Reaper()
-orphan = subprocess.Popen(["sleep", "300"], start_new_session=True)  # outlives us unaided
-time.sleep(1)  # let the watcher see it
-print(orphan.pid, flush=True)
+stranger = subprocess.Popen(["sleep", "300"], start_new_session=True)
+with reaper.marking():
+    orphan = subprocess.run([sys.executable, "-c", ORPHAN], capture_output=True, text=True)
+    parent = subprocess.Popen([sys.executable, "-c", PARENT], stdout=subprocess.PIPE, text=True)
+print(stranger.pid, orphan.stdout.strip(), parent.pid, parent.stdout.readline().strip())
 if sys.argv[1] == "clean":
     reaper.close()
-    print("closed", flush=True)
+    print("closed", reaper.proc.returncode)
+sys.stdout.flush()
 time.sleep(300)
 """
 
 
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
 @pytest.mark.parametrize("how", ["sigkill", "clean"])
-def test_reaper_kills_the_tree_of_a_killed_driver_and_nothing_on_a_clean_exit(how):
+def test_reaper_kills_the_marked_processes_of_a_killed_driver_only(how):
+    """After a SIGKILL: the orphan that ignores SIGTERM, the parent and its child
+    with another environment all go; the unmarked stranger stays.  After a
+    clean close the watcher has exited, so nothing can be killed."""
     driver = subprocess.Popen(
         [sys.executable, "-c", REAPED, how], stdout=subprocess.PIPE, text=True, cwd=ROOT
     )
-    orphan = int(driver.stdout.readline())
+    stranger, *ray = map(int, driver.stdout.readline().split())
     if how == "clean":
-        assert driver.stdout.readline().strip() == "closed"
+        assert driver.stdout.readline().split()[0] == "closed"
     driver.kill()
     driver.wait()
-    deadline = time.monotonic() + (10 if how == "sigkill" else 2)
-    while Path(f"/proc/{orphan}").exists() and time.monotonic() < deadline:
-        state = Path(f"/proc/{orphan}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        if state == "Z":
-            break
+    deadline = time.monotonic() + 10
+    while how == "sigkill" and any(map(_running, ray)) and time.monotonic() < deadline:
         time.sleep(0.1)
-    alive = (
-        Path(f"/proc/{orphan}").exists()
-        and "Z" not in Path(f"/proc/{orphan}/stat").read_text().rsplit(")", 1)[1].split()[:1]
-    )
-    if alive:
-        os.kill(orphan, signal.SIGKILL)
-    assert alive == (how == "clean")
+    alive = {pid: _running(pid) for pid in [stranger, *ray]}
+    for pid, running in alive.items():
+        if running:
+            os.kill(pid, signal.SIGKILL)
+    assert alive == {stranger: True, **{pid: how == "clean" for pid in ray}}
