@@ -19,7 +19,6 @@ import json
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 BASE = {"grid": "smoke", "engine": "reference", "report": "false", "progress.bar": "false"}
@@ -153,7 +152,6 @@ def run_all(shard: int = 0, shards: int = 1) -> list[dict]:
         run_dir = root / name
         argv = ["zapsweep", *_argv(overrides, run_dir)]
         err = io.StringIO()
-        start = time.monotonic()
         code = 0
         sys.argv = argv
         with contextlib.redirect_stderr(err), contextlib.redirect_stdout(err):
@@ -167,7 +165,6 @@ def run_all(shard: int = 0, shards: int = 1) -> list[dict]:
                 "argv": argv,
                 "code": code,
                 "message": err.getvalue(),
-                "seconds": round(time.monotonic() - start, 3),
                 "ray_initialized": ray.is_initialized(),
                 "children": _children(),
                 "results": sorted(str(p) for p in (run_dir / "results").rglob("*"))
