@@ -29,7 +29,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from .scenario import PTES_PER_TABLE, Scenario
+from .geometry import PTES_PER_TABLE
+from .scenario import Scenario
 
 # Entry codes of a leaf table.
 NONPRESENT = 0
@@ -185,8 +186,9 @@ RANK_MULTIPLIERS = np.array(
 )
 
 
-def _affine_key(seed: int, tables: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per leaf table, the multiplier index and the offset of its rank map."""
+def rank_map_key(seed: int, tables: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per leaf table, the index into RANK_MULTIPLIERS and the offset of its
+    rank map ``(mul * j + add) mod 512``."""
     k = keyed_bits(seed, _STREAM_ORDER, np.asarray(tables, dtype=np.uint64))
     k = (k >> np.uint64(32)).astype(np.int64)
     return k & 15, (k >> 4) & (PTES_PER_TABLE - 1)
@@ -198,10 +200,10 @@ def leaf_entry_ranks(seed: int, table: int, n_entries: int, j: np.ndarray) -> np
 
     A full table ranks entry j at ``(mul * j + add) mod 512`` (``mul`` odd,
     both keyed by seed and table): a permutation whose prefix counts come
-    from a small table (:func:`rank_prefix_count`), so the fast engine can
+    from a small table (:class:`RankPrefix`), so the fast engine can
     find where a yield falls in a table without reading its entries.
     """
-    midx, add = _affine_key(seed, np.array([table]))
+    midx, add = rank_map_key(seed, np.array([table]))
     perm = (RANK_MULTIPLIERS[midx[0]] * np.arange(PTES_PER_TABLE) + add[0]) % PTES_PER_TABLE
     if n_entries == PTES_PER_TABLE:
         return perm[np.asarray(j)]
@@ -259,14 +261,6 @@ class RankPrefix:
         # Without wrap: [lo, hi) = below_hi - below_lo; with wrap the
         # interval is [lo, n) + [0, hi): j - below_lo + below_hi.
         return below_hi - below_lo + np.where(self.wrap, j, 0)
-
-
-def rank_prefix_count(
-    midx: np.ndarray, add: np.ndarray, j: np.ndarray, threshold: np.ndarray
-) -> np.ndarray:
-    """How many of the first ``j`` entries of a full leaf table rank below
-    ``threshold``: #{i < j : (mul*i + add) mod 512 < threshold}."""
-    return RankPrefix(midx, add, threshold)(j)
 
 
 def codes_from_ranks(ranks: np.ndarray, present: int, accessed: int, dirty: int) -> np.ndarray:

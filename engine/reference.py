@@ -10,9 +10,10 @@ the oracle the fast engine must equal.
 from __future__ import annotations
 
 from .cost_model import CostModel
+from .geometry import PTES_PER_TABLE, pages_per_spte, round_gfn, spte_index
 from .population import ACCESSED, DIRTY, NONPRESENT, leaf_table_counts, leaf_table_entries
 from .result import ZapResult
-from .scenario import PTES_PER_TABLE, Scenario
+from .scenario import Scenario
 from .timeline import Timeline
 
 
@@ -25,21 +26,6 @@ class Table:
     def __init__(self, level: int, sptes: list | None = None):
         self.level = level
         self.sptes = sptes if sptes is not None else [NONPRESENT] * PTES_PER_TABLE
-
-
-def pages_per_spte(level: int) -> int:
-    """KVM_PAGES_PER_HPAGE(level): 4K GFNs mapped by one SPTE at ``level``."""
-    return 1 << (9 * (level - 1))
-
-
-def round_gfn(gfn: int, level: int) -> int:
-    """gfn_round_for_level()."""
-    return gfn & -pages_per_spte(level)
-
-
-def spte_index(gfn: int, level: int) -> int:
-    """SPTE_INDEX(gfn << PAGE_SHIFT, level)."""
-    return (gfn >> (9 * (level - 1))) & (PTES_PER_TABLE - 1)
 
 
 def build_page_table(scenario: Scenario) -> Table:

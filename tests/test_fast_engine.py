@@ -194,7 +194,10 @@ def test_search_window_never_changes_the_entry_found(
     import numpy as np
 
     from engine import load_cost_model
-    from engine.fast import Costs, Guest, Pass, TickWalk
+    from engine.fast.costs import Costs
+    from engine.fast.guest import Guest
+    from engine.fast.tick import TickWalk
+    from engine.fast.zap_pass import Pass
 
     scenario = Scenario(
         guest_memory="2GiB",
@@ -205,18 +208,19 @@ def test_search_window_never_changes_the_entry_found(
     )
     guest = Guest.build(scenario)
     p = Pass(guest, Costs(scenario, load_cost_model(cost_model)), 1, None)
-    full = np.flatnonzero(p.full_tables(np.arange(len(p.tables))))
+    bottom = p.bottom
+    full = np.flatnonzero(bottom.full(np.arange(len(bottom.tables))))
     if len(full) == 0:
         return
     rng = np.random.default_rng(seed)
     b = rng.choice(full, size=400)
-    params = p.prefix_params(b)
-    whole = p.prefix_cost(params, np.full(len(b), 512))[0]
+    params = bottom.prefix_params(b)
+    whole = bottom.prefix_cost(params, np.full(len(b), 512))[0]
     y = (rng.uniform(-0.1, 1.1, len(b)) * whole).astype(np.int64)
     lo = rng.integers(0, 300, len(b))
     hi = np.minimum(512, lo + rng.integers(0, 400, len(b)))
     walk = TickWalk.__new__(TickWalk)  # first_entries reads only walk.p
     walk.p = p
     narrowed = walk.first_entries(params, lo, hi, y)
-    p.window = lambda params, lo, hi, y: (lo, hi)  # the instance only: the full range
+    bottom.window = lambda params, lo, hi, y: (lo, hi)  # the instance only: the full range
     np.testing.assert_array_equal(narrowed, walk.first_entries(params, lo, hi, y))
