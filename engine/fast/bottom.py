@@ -14,8 +14,9 @@ are depends on the pass:
 
 Each answers, without reading entries: the pass's totals, its costliest
 entry, and the maxima the ``always`` walk needs; and, for ``tick``, the
-per-table sums and closed-form prefix costs of full tables.  ``entries``
-reads one table entry by entry.  A table whose entries mix leaves and child
+per-table sums, and what the compiled walk needs to find the prefix cost
+of any table's first j entries in closed form.  ``entries`` reads one
+table entry by entry.  A table whose entries mix leaves and child
 tables (memslot edges, mixed page sizes) is a bottom of its own that
 combines the last two.
 """
@@ -31,11 +32,12 @@ from ..population import (
     ACCESSED,
     DIRTY,
     NONPRESENT,
-    RankPrefix,
     codes_from_ranks,
     leaf_entry_ranks,
-    rank_map_key,
+    rank_counts,
+    rank_map_stream_key,
 )
+from . import tick_kernel
 from .arrays import linear, running
 from .costs import Costs
 from .guest import Guest
@@ -77,6 +79,43 @@ class TableSums(NamedTuple):
     body: np.ndarray
     ops: np.ndarray
     freed: np.ndarray
+
+
+_NO_COUNTS = np.zeros(0, dtype=np.int16)
+_NO_INDEX = np.zeros(0, dtype=np.int64)
+_NO_KEY = np.uint64(0)
+_NO_RANKS = np.zeros((1, 1, 1), dtype=np.int16)
+_NO_SUMS = np.zeros((0, 3, ENTRIES + 1), dtype=np.int64)
+
+
+def _prefix_arrays(
+    counts=(_NO_COUNTS, _NO_COUNTS, _NO_COUNTS),
+    order_key=_NO_KEY,
+    rank_table=_NO_RANKS,
+    partial_b=_NO_INDEX,
+    partial_sums=_NO_SUMS,
+    child_lo=_NO_INDEX,
+    below=_NO_INDEX,
+    child_cost=_NO_INDEX,
+    child_tables=_NO_INDEX,
+    child_cost_each=0,
+    child_tables_each=0,
+) -> tuple:
+    """The tick kernel's bottom arrays, typed alike for every kind (one
+    compiled signature)."""
+    return (
+        *counts,
+        np.uint64(order_key),
+        rank_table,
+        partial_b,
+        partial_sums,
+        child_lo,
+        below,
+        child_cost,
+        child_tables,
+        np.int64(child_cost_each),
+        np.int64(child_tables_each),
+    )
 
 
 class Bottom:
@@ -125,23 +164,13 @@ class Bottom:
         raise NotImplementedError
 
     def full(self, b: np.ndarray) -> np.ndarray:
-        """Which bottom tables ``b`` have a closed-form prefix: 512 visited entries."""
+        """Which bottom tables ``b`` have all 512 entries visited."""
         return self.n[b] == ENTRIES
 
-    def prefix_params(self, b: np.ndarray):
-        """What :meth:`prefix_cost` needs of the full bottom tables ``b``."""
-        return None
-
-    def prefix_cost(self, params, j: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Cost (visits included), clears and tables freed by the first ``j``
-        entries of full bottom tables, in closed form."""
-        j = np.asarray(j, dtype=np.int64)
-        return j * self.costs.visit, np.zeros_like(j), np.zeros_like(j)
-
-    def window(self, params, lo: np.ndarray, hi: np.ndarray, y: np.ndarray):
-        """A narrower [lo, hi) that still holds the first entry whose prefix
-        cost is >= y (the binary search's range)."""
-        return lo, hi
+    def tick_prefix(self) -> tuple[int, tuple]:
+        """How the tick kernel finds the prefix costs of a bottom table's
+        entries: its kind and arrays (tick_kernel._prefix)."""
+        return tick_kernel.SKIP, _prefix_arrays()
 
 
 class SkipBottom(Bottom):
@@ -166,19 +195,6 @@ class SkipBottom(Bottom):
     def table_sums(self) -> TableSums:
         zero = np.zeros(len(self.tables), dtype=np.int16)
         return TableSums(zero, zero, zero)
-
-
-class _AllOrNone:
-    """The prefix count of full tables whose count is 0 for all, or 512 for
-    all (the interface of population.RankPrefix, exact: no slack)."""
-
-    slack = 0.0
-
-    def __init__(self, threshold: np.ndarray):
-        self.share = 0.0 if (threshold == 0).all() else 1.0
-
-    def __call__(self, j: np.ndarray) -> np.ndarray:
-        return j if self.share else np.zeros_like(j)
 
 
 class LeafBottom(Bottom):
@@ -250,44 +266,22 @@ class LeafBottom(Bottom):
         # 512 visited entries, and 512 guest entries (not the guest's last, partial table).
         return super().full(b) & (self.guest.counts.entries[self.tables[b]] == ENTRIES)
 
-    def prefix_params(self, b: np.ndarray):
-        cnt = self.guest.counts
-        t = self.tables[b]
-        thresholds = [x[t] for x in (cnt.present, cnt.accessed, cnt.dirty)]
-        # A count that is 0 in every table, or 512 in every table, needs no
-        # rank map: none or all of the first j entries rank below it (in a
-        # fully populated guest with A=1, present and accessed are both 512).
-        trivial = [bool((th == 0).all() or (th == ENTRIES).all()) for th in thresholds]
-        key = None if all(trivial) else rank_map_key(self.guest.scenario.seed, t)
-        return tuple(
-            _AllOrNone(th) if easy else RankPrefix(*key, th)
-            for th, easy in zip(thresholds, trivial, strict=True)
-        )
-
-    def prefix_cost(self, params, j):
-        c = self.costs
-        j = np.asarray(j, dtype=np.int64)
-        present, accessed, dirty = (count(j) for count in params)
-        cost = j * c.visit + present * c.entry_present + accessed * c.accessed + dirty * c.dirty
-        return cost, present, np.zeros_like(j)
-
-    def window(self, params, lo, hi, y):
-        """The prefix cost is j * slope within +-slack (each count is within
-        its slack of j times its share), so every j below (y - slack) / slope
-        - 1 costs less than y and the j above (y + slack) / slope + 1 costs at
-        least y: the binary search over the narrowed range finds the same
-        entry in 4 or 5 steps instead of 9.  Prefix costs never fall as j
-        grows (costs are >= 0)."""
-        c = self.costs
-        weights = (c.entry_present, c.accessed, c.dirty)
-        slope = c.visit + sum(w * count.share for w, count in zip(weights, params, strict=True))
-        if np.min(slope) <= 0:
-            return lo, hi
-        slack = sum(w * count.slack for w, count in zip(weights, params, strict=True))
-        below = np.floor((y - slack) / slope).astype(np.int64) - 1
-        above = np.ceil((y + slack) / slope).astype(np.int64) + 1
-        hi = np.maximum(np.minimum(hi, above), lo)
-        return np.minimum(np.maximum(lo, below), hi), hi
+    def tick_prefix(self) -> tuple[int, tuple]:
+        # Tables without 512 guest entries, or cut short by the end of the
+        # walk, get their running sums in full; there are one or two.
+        cnt, nb = self.guest.counts, len(self.tables)
+        maybe = np.union1d(np.flatnonzero(self.n < ENTRIES), [nb - 1] if nb else [])
+        partial = maybe[~self.full(maybe.astype(np.int64))].astype(np.int64)
+        sums = np.zeros((len(partial), 3, ENTRIES + 1), dtype=np.int64)
+        for i, b in enumerate(partial):
+            body, cleared, freed = self.entries(int(b))
+            for row, values in enumerate((body + self.costs.visit, freed, cleared)):
+                run = running(values)
+                sums[i, row, : len(run)] = run
+                sums[i, row, len(run) :] = run[-1]
+        counts = (cnt.present, cnt.accessed, cnt.dirty)
+        key = rank_map_stream_key(self.guest.scenario.seed)
+        return tick_kernel.LEAF, _prefix_arrays(counts, key, rank_counts(), partial, sums)
 
 
 class TableBottom(Bottom):
@@ -297,7 +291,6 @@ class TableBottom(Bottom):
     def __init__(self, guest: Guest, costs: Costs, level: int, cleared: int | None):
         super().__init__(guest, costs, level, cleared)
         self.below = guest.exist[level - 1]  # the child tables, sorted
-        self._child_sums: tuple | None = None
 
     def _sub(self):
         return self.guest.subtree(self.level - 1, self.cleared)
@@ -364,25 +357,17 @@ class TableBottom(Bottom):
         body = ops * c.entry_present + g.per_table(self.level, c.removal_cost(sub))
         return TableSums(body, ops, g.per_table(self.level, sub.tables))
 
-    def prefix_params(self, b: np.ndarray):
-        if self._child_sums is None:
-            sub = self._sub()
-            self._child_sums = tuple(
-                running(v) if isinstance(v, np.ndarray) else v
-                for v in (self.costs.entry_present + self.costs.removal_cost(sub), sub.tables)
-            )
-        t = self.tables[b]
-        return t * ENTRIES, np.searchsorted(self.below, t * ENTRIES)
-
-    def prefix_cost(self, params, j):
-        j = np.asarray(j, dtype=np.int64)
-        base, lo = params
-        hi = np.searchsorted(self.below, base + j)
-        cleared = hi - lo
-        cost_in, tables_in = (
-            v[hi] - v[lo] if isinstance(v, np.ndarray) else cleared * v for v in self._child_sums
-        )
-        return j * self.costs.visit + cost_in, cleared, tables_in
+    def tick_prefix(self) -> tuple[int, tuple]:
+        sub, c = self._sub(), self.costs
+        cost, freed = c.entry_present + c.removal_cost(sub), sub.tables
+        arrays = {}
+        for name, v in (("cost", cost), ("tables", freed)):
+            if isinstance(v, np.ndarray):
+                arrays[f"child_{name}"] = running(v)
+            else:
+                arrays[f"child_{name}_each"] = v
+        child_lo = np.searchsorted(self.below, self.tables * ENTRIES).astype(np.int64)
+        return tick_kernel.TABLE, _prefix_arrays(child_lo=child_lo, below=self.below, **arrays)
 
 
 def bottom_of(guest: Guest, costs: Costs, zap_level: int, cleared: int | None) -> Bottom:
