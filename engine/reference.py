@@ -126,6 +126,22 @@ class TdpIter:
         self.valid = False
 
 
+class WalkError(RuntimeError):
+    """A pass walked more than the table allows: a walk that would not end."""
+
+
+def visit_budget(root: Table, root_level: int) -> int:
+    """The most visits one pass can make: every entry of every table, and
+    for each, a yield's aborted visit and a restart's walk back down from the
+    root (at most root_level visits)."""
+    tables, stack = 0, [root]
+    while stack:
+        table = stack.pop()
+        tables += 1
+        stack.extend(spte for spte in table.sptes if isinstance(spte, Table))
+    return tables * PTES_PER_TABLE * (root_level + 2)
+
+
 class RootZap:
     """tdp_mmu_zap_root(): the passes of one strategy, back to back under one
     RCU read-side section that only a yield drops."""
@@ -138,15 +154,23 @@ class RootZap:
 
     def run(self) -> ZapResult:
         root = build_page_table(self.scenario)
+        budget = visit_budget(root, self.scenario.root_level)
         for zap_level in self.scenario.zap_level_numbers:
-            self.zap_pass(root, zap_level)
+            self.zap_pass(root, zap_level, budget)
         return self.timeline.result()
 
-    def zap_pass(self, root: Table, zap_level: int) -> None:
+    def zap_pass(self, root: Table, zap_level: int, budget: int) -> None:
         tl = self.timeline
         it = TdpIter(root, self.scenario.root_level, zap_level, 0)
         end = self.scenario.end_gfn
+        visits = 0
         while it.valid and it.gfn < end:
+            visits += 1
+            if visits > budget:
+                raise WalkError(
+                    f"pass at zap level {zap_level} made {visits} visits, more than any "
+                    f"walk of this table can ({budget}): the walk does not end"
+                )
             tl.begin_visit()
             # tdp_mmu_iter_cond_resched(): yield only after forward progress.
             if it.next_last_level_gfn != it.yielded_gfn and tl.need_resched():
