@@ -98,7 +98,7 @@ class Pieces:
         level = np.empty(count, dtype=np.int8)
         ss_all = np.empty(count, dtype=bool)
         bidx = np.empty(count, dtype=np.int32)
-        _merge_layout(m, parent_level, ss, pos_or_none(pos), nb, at, up_level, up_ss,
+        _merge_layout(m, parent_level, ss, full, pos_or_none(pos), nb, at, up_level, up_ss,
                       level, ss_all, bidx)  # fmt: skip
 
         def merged_running(bottom_values: np.ndarray, head_value: int) -> np.ndarray:
@@ -138,10 +138,10 @@ def pos_or_none(pos: np.ndarray | None) -> np.ndarray:
 
 
 @njit(cache=True)
-def _merge_layout(m, parent_level, ss, pos, nb, at, up_level, up_ss, level, ss_all, bidx):
+def _merge_layout(m, parent_level, ss, full, pos, nb, at, up_level, up_ss, level, ss_all, bidx):
     """The pieces' level, step-side flag and bottom table, in walk order:
     the m compound pieces (bottom table b at compound position pos[b], or
-    b itself when pos is empty), with upper entry i in front of compound
+    b itself when ``full``), with upper entry i in front of compound
     piece at[i] (np.insert, for sorted at, without a mask pass over 8M)."""
     u, b, out = 0, 0, 0
     for c in range(m + 1):
@@ -152,7 +152,7 @@ def _merge_layout(m, parent_level, ss, pos, nb, at, up_level, up_ss, level, ss_a
         if c == m:
             break
         level[out], ss_all[out] = parent_level, ss[c]
-        if len(pos) == 0:
+        if full:
             bidx[out] = c
         elif b < nb and pos[b] == c:
             bidx[out] = b

@@ -52,6 +52,7 @@ def run_tick(p: Pass, tl: FastTimeline) -> None:
         p.bottom.n,
         p.bottom.tables,
         arrays,
+        np.int64(tl.yields + pc.visits),
     )
     tl.clock, tl.resched_cleared, tl.hold_start = (int(v) for v in st[:3])
     tl.hold_tables, tl.flush_pending = int(st[K.HOLD_TABLES]), bool(st[K.PENDING])

@@ -200,6 +200,7 @@ def tick_walk(
     n,
     tables,
     bp,  # bottom.Bottom.tick_prefix
+    max_yields,
 ):
     (present, accessed, dirty, order_key, rank_counts, partial_b, partial_sums, child_lo, below,
      child_cost, child_tables, child_cost_each, child_tables_each) = bp  # fmt: skip
@@ -270,6 +271,8 @@ def tick_walk(
         ancestors = root - at_level
         st[CLOCK] += ancestors * visit
         st[VISITS] += ancestors
+        if st[YIELDS] > max_yields:  # at most one per visit: a broken layout
+            raise RuntimeError("tick walk: more yields than visits")
         b = bidx[k]
         visits_k = head + (n[b] if b >= 0 else 0)
         if found + 1 < visits_k:
