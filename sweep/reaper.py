@@ -158,8 +158,14 @@ def signal_process(who: Process, sig: int) -> bool:
     pid, started = who
     try:
         fd = os.pidfd_open(pid)  # holds the process: its pid cannot be reused while open
-    except OSError:
+    except ProcessLookupError:
         return False
+    except OSError:  # no pidfd (Linux before 5.3): check, then signal by pid
+        st = _stat(pid)
+        try:
+            return st is not None and st[1] == started and os.kill(pid, sig) is None
+        except OSError:
+            return False
     try:
         st = _stat(pid)
         if st is None or st[1] != started:
