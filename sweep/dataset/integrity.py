@@ -1,46 +1,87 @@
-"""Checking the results dataset file by file; bad files are moved aside.
+"""Checking the results dataset file by file, and moving bad files aside.
 
-A file that does not read back as Parquet of the result schema (truncated,
-corrupted, zero bytes, written by something else) is moved to
-``<run_dir>/quarantine/`` under its path inside ``results/``, with a note of
-why; the cells it held are then missing from the dataset, so the next sweep
-runs them again.  Nothing is deleted.
+``check_dataset`` only reads: every file in full, Parquet page checksums
+included.  A file that does not read back as Parquet of the result schema
+(truncated, corrupted, zero bytes, written by something else) is reported
+as bad, with the reason.  Readers (the report) skip bad files and say so;
+the sweep ``quarantine``s them, moving each to ``quarantine/`` under its path
+inside ``results/`` with a note of why, so that its cells are missing from
+the dataset and run again.  Nothing is deleted.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-log = logging.getLogger(__name__)
+from .layout import RunDir, fsync_dir
 
-QUARANTINE = "quarantine"
 # What makes a file a results file; other columns may come and go with the schema.
 REQUIRED = ("cell_id", "status")
+CELL_ID_DIGITS = 16
+_NIBBLE = np.full(256, 255, dtype=np.uint8)
+for _i, _c in enumerate(b"0123456789abcdef"):
+    _NIBBLE[_c] = _i
 
 
 @dataclass(frozen=True)
 class BadFile:
-    path: Path  # where it was, inside results/
-    moved_to: Path
+    path: Path  # where it is (or was), inside results/
     reason: str
+    moved_to: Path | None = None  # set once quarantined
 
 
 @dataclass
 class Scan:
-    """What a check of ``results/`` found."""
+    """What a check of the dataset found."""
 
-    cell_ids: set[str] = field(default_factory=set)
     files: int = 0
     rows: int = 0
-    duplicates: int = 0  # rows whose cell_id an earlier file already held
     bad: list[BadFile] = field(default_factory=list)
+    _ids: list[pa.Array] = field(default_factory=list, repr=False)
+
+    @property
+    def good_files(self) -> int:
+        return self.files - len(self.bad)
+
+    def keys(self) -> np.ndarray:
+        """The cell ids of the good files as sorted, unique uint64 keys (``cell_keys``)."""
+        if not self._ids:
+            return np.empty(0, dtype=np.uint64)
+        return np.unique(np.concatenate([cell_keys(ids) for ids in self._ids]))
+
+    @property
+    def cell_ids(self) -> set[str]:
+        """The cell ids of the good files, as text."""
+        return {x for ids in self._ids for x in ids.to_pylist()}
+
+    @property
+    def duplicates(self) -> int:
+        """Rows whose cell_id an earlier row already held."""
+        return self.rows - len(self.keys())
+
+
+def cell_keys(ids: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """Cell ids (16 hex digits) as uint64 keys, vectorised; ids of another form
+    (written by something else) are left out: no cell of a grid has them."""
+    ids = pa.concat_arrays(ids.chunks) if isinstance(ids, pa.ChunkedArray) else ids
+    ids = ids.filter(pc.equal(pc.utf8_length(ids), CELL_ID_DIGITS))
+    if not len(ids):
+        return np.empty(0, dtype=np.uint64)
+    fixed = pc.cast(ids, pa.binary(CELL_ID_DIGITS))
+    raw = np.frombuffer(fixed.buffers()[1], dtype=np.uint8)
+    digits = _NIBBLE[raw[fixed.offset * CELL_ID_DIGITS :][: len(ids) * CELL_ID_DIGITS]]
+    digits = digits.reshape(-1, CELL_ID_DIGITS).astype(np.uint64)
+    valid = (digits != 255).all(axis=1)
+    shifts = np.arange(4 * (CELL_ID_DIGITS - 1), -1, -4, dtype=np.uint64)
+    return (digits[valid] << shifts).sum(axis=1, dtype=np.uint64)
 
 
 def check_file(path: Path) -> pa.Table:
@@ -54,43 +95,28 @@ def check_file(path: Path) -> pa.Table:
     return table
 
 
-def quarantine(path: Path, results_dir: Path, reason: str) -> BadFile:
-    """Move ``path`` (inside ``results_dir``) to ``<run_dir>/quarantine/``."""
-    target = results_dir.parent / QUARANTINE / path.relative_to(results_dir)
+def check_dataset(run: RunDir) -> Scan:
+    """Read every file of ``run``'s dataset; say which are bad and why. Changes nothing."""
+    scan = Scan()
+    for path in run.result_files():
+        scan.files += 1
+        try:
+            ids = check_file(path).column("cell_id")
+        except (OSError, pa.ArrowException, ValueError) as err:
+            scan.bad.append(BadFile(path, f"{type(err).__name__}: {err}"))
+            continue
+        scan.rows += len(ids)
+        scan._ids.append(pa.concat_arrays(ids.chunks) if ids.num_chunks != 1 else ids.chunk(0))
+    return scan
+
+
+def quarantine(run: RunDir, bad: BadFile) -> BadFile:
+    """Move a bad file of ``run``'s dataset to ``quarantine/``, with a ``.why`` note."""
+    target = run.quarantined(bad.path)
     target.parent.mkdir(parents=True, exist_ok=True)
     if target.exists():
         target = target.with_name(f"{target.name}.{datetime.now(UTC):%Y%m%dT%H%M%S%f}")
-    os.replace(path, target)
-    target.with_name(target.name + ".why").write_text(reason + "\n")
-    return BadFile(path, target, reason)
-
-
-def scan_results(results_dir: str | Path, *, move_bad: bool = True) -> Scan:
-    """Read every file of the dataset; quarantine the bad ones (and say which)."""
-    results_dir = Path(results_dir)
-    scan = Scan()
-    if not results_dir.is_dir():
-        return scan
-    for path in sorted(results_dir.rglob("*.parquet")):
-        try:
-            ids = check_file(path).column("cell_id").to_pylist()
-        except (OSError, pa.ArrowException, ValueError) as err:
-            reason = f"{type(err).__name__}: {err}"
-            if not move_bad:
-                scan.bad.append(BadFile(path, path, reason))
-                continue
-            bad = quarantine(path, results_dir, reason)
-            log.warning(
-                "bad results file %s (%s): moved to %s; its cells will run again",
-                path,
-                reason,
-                bad.moved_to,
-            )
-            scan.bad.append(bad)
-            continue
-        scan.files += 1
-        scan.rows += len(ids)
-        before = len(scan.cell_ids)
-        scan.cell_ids.update(ids)
-        scan.duplicates += len(ids) - (len(scan.cell_ids) - before)
-    return scan
+    os.replace(bad.path, target)
+    target.with_name(target.name + ".why").write_text(bad.reason + "\n")
+    fsync_dir(bad.path.parent)
+    return BadFile(bad.path, bad.reason, target)
