@@ -1,11 +1,9 @@
-"""Cells: a scenario with its stable id, and running a batch of them.
+"""Cells: a scenario with its id; running cells into rows, and a grid range into a batch.
 
-``run_batch`` is what a Ray task executes; it is a plain function so it can be
-tested and benchmarked without Ray.  A cell that raises becomes an error row;
-it never fails its batch.  Rows are plain dicts: this module (what a worker
-imports) needs neither pyarrow nor pandas, whose imports would cost each
-worker most of a second; the driver makes them an Arrow table
-(``sweep.schema.rows_table``).
+This is what a worker runs (``sweep.run.task``), kept free of Ray so it can be
+tested and benchmarked in one process.  A cell that raises becomes an error
+row; it never fails its batch.  A worker imports this module, the engine and
+pyarrow's core (``sweep.dataset.schema``), nothing of the driver's.
 """
 
 from __future__ import annotations
@@ -17,15 +15,16 @@ import json
 import time
 import traceback
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from engine import ENGINE_VERSION, GuestCache, Scenario, simulate
-from engine.cost_model import CostModel
+import numpy as np
+import pyarrow as pa
 
-# Scenario fields typed float: float64 columns in the Parquet schema, so a
-# ratio given as 1 is written as 1.0 (sweep.schema checks the schema agrees).
-FLOAT_FIELDS = frozenset(f.name for f in dataclasses.fields(Scenario) if f.type in ("float", float))
+from engine import ENGINE_VERSION, CostModel, GuestCache, Scenario, simulate
+from sweep.dataset.schema import rows_table, scenario_columns
+
+from .grid import Grid, GridCounts
 
 
 @dataclass(frozen=True)
@@ -46,21 +45,18 @@ class RunSettings:
         """identity() as canonical JSON, worked out once per run, not per cell."""
         return json.dumps(self.identity(), sort_keys=True, separators=(",", ":"))
 
+    def provenance_columns(self) -> dict[str, str]:
+        return {
+            "engine": self.engine,
+            "cost_model": self.cost_model.name,
+            "engine_version": self.engine_version,
+        }
+
 
 @dataclass(frozen=True)
 class Cell:
     cell_id: str
     scenario: Scenario
-
-
-def scenario_columns(scenario: Scenario) -> dict[str, Any]:
-    """The scenario as Parquet columns: zap_levels as text, floats as floats."""
-    row = scenario.to_dict()
-    row["zap_levels"] = ",".join(scenario.zap_levels)
-    for name in FLOAT_FIELDS.intersection(row):
-        row[name] = float(row[name])
-    row["strategy"] = scenario.strategy
-    return row
 
 
 def cell_id(scenario: Scenario, settings: RunSettings) -> str:
@@ -89,9 +85,7 @@ def run_cell(
     row = {
         "cell_id": cell.cell_id,
         **scenario_columns(cell.scenario),
-        "engine": settings.engine,
-        "cost_model": settings.cost_model.name,
-        "engine_version": settings.engine_version,
+        **settings.provenance_columns(),
         "worker": worker,
     }
     start = time.perf_counter()
@@ -125,3 +119,79 @@ def run_batch(
     shape = [tuple(getattr(c.scenario, f) for f in GuestCache.KEY) for c in cells]
     order = sorted(range(len(cells)), key=lambda i: shape[i])
     return [run_cell(cells[i], settings, worker, guests) for i in order]
+
+
+def error_table(cells: Sequence[Cell], settings: RunSettings, message: str) -> pa.Table:
+    """Rows for cells that could not be run at all (their worker lost for good)."""
+    rows = [
+        {
+            "cell_id": c.cell_id,
+            **scenario_columns(c.scenario),
+            **settings.provenance_columns(),
+            "status": "error",
+            "error": message,
+        }
+        for c in cells
+    ]
+    return rows_table(rows)
+
+
+# A range of the grid ---------------------------------------------------------------
+
+
+@dataclass
+class RangeCounts:
+    """What became of a range's combinations."""
+
+    grid: GridCounts = field(default_factory=GridCounts)
+    resumed: int = 0  # skipped: already in the dataset
+    duplicates: int = 0  # skipped: an earlier combination makes the same cell
+    ok: int = 0
+    failed: int = 0  # error rows
+
+
+@dataclass
+class RangeResult:
+    """A range's rows (an Arrow table of ROW_SCHEMA) and counts."""
+
+    lo: int
+    hi: int
+    rows: pa.Table
+    counts: RangeCounts
+
+
+def new_cells(
+    grid: Grid, settings: RunSettings, lo: int, hi: int, done: np.ndarray | None
+) -> tuple[list[Cell], RangeCounts]:
+    """The cells of combinations lo..hi-1 to run: valid, not excluded, not a
+    duplicate of an earlier combination, not in ``done`` (sorted cell keys)."""
+    counts = RangeCounts()
+    cells = []
+    for digits, scenario in grid.scenarios(lo, hi, counts.grid):
+        if grid.is_duplicate(digits, scenario):
+            counts.duplicates += 1
+            continue
+        cells.append(make_cell(scenario, settings))
+    if done is not None and len(done) and cells:
+        keys = np.array([int(c.cell_id, 16) for c in cells], dtype=np.uint64)
+        at = np.minimum(np.searchsorted(done, keys), len(done) - 1)
+        there = done[at] == keys
+        counts.resumed = int(there.sum())
+        cells = [c for c, skip in zip(cells, there.tolist(), strict=True) if not skip]
+    return cells, counts
+
+
+def run_range(
+    grid: Grid,
+    settings: RunSettings,
+    lo: int,
+    hi: int,
+    done: np.ndarray | None = None,
+    worker: str = "local",
+) -> RangeResult:
+    """Expand, validate, hash, skip and run combinations lo..hi-1 of ``grid``."""
+    cells, counts = new_cells(grid, settings, lo, hi, done)
+    rows = run_batch(cells, settings, worker)
+    counts.failed = sum(r["status"] == "error" for r in rows)
+    counts.ok = len(rows) - counts.failed
+    return RangeResult(lo, hi, rows_table(rows), counts)
