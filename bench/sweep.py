@@ -45,8 +45,8 @@ from hydra import compose, initialize_config_module  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 from engine import Scenario, load_cost_model, simulate  # noqa: E402
-from sweep.config import register_configs  # noqa: E402
-from sweep.grid import expand  # noqa: E402
+from sweep.run.config import register_configs  # noqa: E402
+from sweep.run.grid import expand  # noqa: E402
 
 BIN = Path(sys.executable).parent
 HERE = Path(__file__).resolve().parent
@@ -70,7 +70,7 @@ def run_loop(scenarios: list[Scenario]) -> dict:
 
 
 def run_serial(scenarios: list[Scenario], batch: int = 256) -> dict:
-    from sweep.cells import RunSettings, make_cell, run_batch
+    from sweep.run.cells import RunSettings, make_cell, run_batch
 
     settings = RunSettings("fast", load_cost_model("seed-2022"))
     start = time.perf_counter()

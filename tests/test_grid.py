@@ -9,8 +9,8 @@ from omegaconf import OmegaConf
 from omegaconf.errors import ValidationError
 
 from engine import SCENARIO_FIELDS
-from sweep.config import GridConfig, register_configs
-from sweep.grid import GridCounts, GridError, combinations, expand, grid_axes, grid_size
+from sweep.run.config import GridConfig, register_configs
+from sweep.run.grid import GridCounts, GridError, combinations, expand, grid_axes, grid_size
 
 register_configs()
 

@@ -9,9 +9,10 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from engine import Scenario, load_cost_model
-from sweep.cells import RunSettings, make_cell, run_batch
-from sweep.results import STAGING, ResultWriter, done_cell_ids, open_dataset
-from sweep.schema import FILE_SCHEMA, ROW_SCHEMA, rows_table
+from sweep.dataset import ResultWriter, RunDir, check_dataset, open_dataset
+from sweep.dataset.layout import STAGING
+from sweep.dataset.schema import FILE_SCHEMA, ROW_SCHEMA, rows_table
+from sweep.run.cells import RunSettings, make_cell, run_batch
 
 SETTINGS = RunSettings(engine="reference", cost_model=load_cost_model("seed-2022"))
 
@@ -27,7 +28,10 @@ def _batch(**fields):
 
 def test_batches_land_in_hive_partitions_and_read_back_identically(tmp_path):
     results = tmp_path / "run" / "results"
-    writer = ResultWriter(results, metadata={"zapsweep.engine": "reference", "grid": {"a": 1}})
+    writer = ResultWriter(
+        RunDir(results.parent, results),
+        metadata={"zapsweep.engine": "reference", "grid": {"a": 1}},
+    )
     first = writer.write(_batch(seed=0))
     writer.write(_batch(seed=1))
     writer.close()
@@ -52,7 +56,7 @@ def test_batches_land_in_hive_partitions_and_read_back_identically(tmp_path):
 
 
 def test_files_hold_the_file_schema_and_provenance_metadata(tmp_path):
-    writer = ResultWriter(tmp_path / "results", metadata={"zapsweep.cost_model": {"v": 2}})
+    writer = ResultWriter(RunDir.at(tmp_path), metadata={"zapsweep.cost_model": {"v": 2}})
     (path, *_) = writer.write(_batch())
     parquet = pq.ParquetFile(path)
     assert parquet.schema_arrow.remove_metadata() == FILE_SCHEMA
@@ -61,16 +65,16 @@ def test_files_hold_the_file_schema_and_provenance_metadata(tmp_path):
 
 
 def test_done_cell_ids_reads_what_was_written(tmp_path):
-    results = tmp_path / "results"
-    assert done_cell_ids(results) == set()
+    run = RunDir.at(tmp_path)
+    assert check_dataset(run).cell_ids == set()
     table = _batch()
-    ResultWriter(results, metadata={}).write(table)
-    assert done_cell_ids(results) == set(table["cell_id"].to_pylist())
+    ResultWriter(run, metadata={}).write(table)
+    assert check_dataset(run).cell_ids == set(table["cell_id"].to_pylist())
 
 
 def test_a_new_writer_clears_staging_leftovers(tmp_path):
     staging = tmp_path / STAGING
     staging.mkdir()
     (staging / "part-half-written.parquet").write_bytes(b"PAR1 truncated")
-    ResultWriter(tmp_path / "results", metadata={})
+    ResultWriter(RunDir.at(tmp_path), metadata={})
     assert not any(staging.iterdir())
