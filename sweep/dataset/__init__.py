@@ -1,7 +1,8 @@
 """The results dataset: where a run's files are, how rows become them, what they hold.
 
 - ``RunDir``: the run directory's layout, the one place that names its parts;
-- ``ResultWriter``, ``stage``: staged, fsynced, atomically renamed Parquet files;
+- ``ResultWriter``, ``encode``: Parquet files encoded where rows are made, then
+  written under ``.staging/``, fsynced and atomically renamed in;
 - ``ROW_SCHEMA``, ``FILE_SCHEMA``, ``rows_table``, ``scenario_columns``: the columns;
 - ``check_dataset``, ``quarantine``: read every file (page checksums too), move bad ones aside;
 - ``Provenance``, ``read_manifest``, ``write_manifest``: ``manifest.json`` and file metadata;
@@ -16,8 +17,8 @@ _EXPORTS = {
     "RunDir": "layout",
     "PARTITION_COLUMNS": "layout",
     "ResultWriter": "writer",
-    "StagedFile": "writer",
-    "stage": "writer",
+    "EncodedFile": "writer",
+    "encode": "writer",
     "file_metadata": "writer",
     "FILE_SCHEMA": "schema",
     "FLOAT_FIELDS": "schema",

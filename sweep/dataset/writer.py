@@ -7,8 +7,8 @@ and after a crash or a power cut a file is in ``results/`` whole or not at
 all.  Page checksums are written, so the integrity check can tell a flipped
 bit from a valid value.
 
-``stage`` is the first half (write and fsync), usable where the rows are made;
-``ResultWriter.place`` the second (rename and fsync the directory).
+``encode`` turns rows into Parquet files in memory, where the rows are made
+(a worker); ``ResultWriter.place`` writes, fsyncs and renames them in.
 """
 
 from __future__ import annotations
@@ -30,13 +30,13 @@ from .schema import FILE_SCHEMA
 
 
 @dataclass(frozen=True)
-class StagedFile:
-    """A whole, fsynced file in ``.staging/``, waiting for its partition."""
+class EncodedFile:
+    """One partition's rows, encoded as a whole Parquet file, not yet on disk."""
 
-    name: str
     paging_levels: int
     strategy: str
     rows: int
+    data: bytes
 
 
 def file_metadata(provenance: Mapping[str, Any]) -> dict[str, str]:
@@ -47,9 +47,8 @@ def file_metadata(provenance: Mapping[str, Any]) -> dict[str, str]:
     }
 
 
-def partitions(rows: pa.Table | pa.RecordBatch) -> Iterator[tuple[int, str, pa.Table]]:
+def partitions(table: pa.Table) -> Iterator[tuple[int, str, pa.Table]]:
     """(paging_levels, strategy, the rows of that partition as FILE_SCHEMA)."""
-    table = rows if isinstance(rows, pa.Table) else pa.Table.from_batches([rows])
     keys = table.select(list(PARTITION_COLUMNS)).group_by(list(PARTITION_COLUMNS)).aggregate([])
     for paging_levels, strategy in zip(*keys.to_pydict().values(), strict=True):
         part = table
@@ -62,23 +61,18 @@ def partitions(rows: pa.Table | pa.RecordBatch) -> Iterator[tuple[int, str, pa.T
         yield paging_levels, strategy, part.select(FILE_SCHEMA.names).cast(FILE_SCHEMA)
 
 
-def _write_synced(table: pa.Table, path: Path) -> None:
-    with path.open("wb") as f:
-        pq.write_table(table, f, write_page_checksum=True)  # bit rot is caught
-        f.flush()
-        os.fsync(f.fileno())  # the bytes are on disk before the name is
-
-
-def stage(
-    rows: pa.Table | pa.RecordBatch, staging: Path, metadata: Mapping[str, str]
-) -> list[StagedFile]:
-    """Write ``rows`` under ``staging``, one fsynced file per partition."""
-    staged = []
-    for paging_levels, strategy, part in partitions(rows):
-        name = new_file_name()
-        _write_synced(part.replace_schema_metadata(metadata), staging / name)
-        staged.append(StagedFile(name, paging_levels, strategy, part.num_rows))
-    return staged
+def encode(table: pa.Table, metadata: Mapping[str, str]) -> list[EncodedFile]:
+    """``table`` as Parquet files in memory, one per partition, page checksums
+    written (so that bit rot is caught).  Runs where the rows are made: a worker
+    encodes its own range, and the driver only writes bytes."""
+    out = []
+    for paging_levels, strategy, part in partitions(table):
+        sink = pa.BufferOutputStream()
+        pq.write_table(part.replace_schema_metadata(metadata), sink, write_page_checksum=True)
+        out.append(
+            EncodedFile(paging_levels, strategy, part.num_rows, sink.getvalue().to_pybytes())
+        )
+    return out
 
 
 class ResultWriter:
@@ -92,19 +86,27 @@ class ResultWriter:
         self.metadata = file_metadata(metadata)
         self.files = 0
         self.rows = 0
+        self._partitions: set[Path] = set()  # made, and their names made durable
 
-    def write(self, rows: pa.Table | pa.RecordBatch) -> list[Path]:
+    def write(self, table: pa.Table) -> list[Path]:
         """Write one batch: one file per (paging_levels, strategy) it holds."""
-        return self.place(stage(rows, self.run.staging, self.metadata))
+        return self.place(encode(table, self.metadata))
 
-    def place(self, staged: Sequence[StagedFile]) -> list[Path]:
-        """Rename staged files into their partitions, then make the renames durable."""
+    def place(self, files: Sequence[EncodedFile]) -> list[Path]:
+        """Stage each file (write, fsync), rename it into its partition, then
+        make the renames durable (fsync each partition's directory)."""
         placed = []
-        for f in staged:
+        for f in files:
+            name = new_file_name()
+            staged = self.run.staging / name
+            with staged.open("wb") as out:
+                out.write(f.data)
+                out.flush()
+                os.fsync(out.fileno())  # the bytes are on disk before the name is
             target = self.run.partition(f.paging_levels, f.strategy)
             self._ensure_dir(target)
-            os.replace(self.run.staging / f.name, target / f.name)
-            placed.append(target / f.name)
+            os.replace(staged, target / name)
+            placed.append(target / name)
             self.rows += f.rows
         for folder in {p.parent for p in placed}:
             fsync_dir(folder)
@@ -113,11 +115,12 @@ class ResultWriter:
 
     def _ensure_dir(self, partition: Path) -> None:
         """Create a partition's folders, their names made durable too."""
-        if partition.is_dir():
+        if partition in self._partitions:
             return
         partition.mkdir(parents=True, exist_ok=True)
         fsync_dir(partition.parent)  # paging_levels=<n>/ holds strategy=<s>/
         fsync_dir(self.run.results)  # results/ holds paging_levels=<n>/
+        self._partitions.add(partition)
 
     def close(self) -> None:
         shutil.rmtree(self.run.staging, ignore_errors=True)

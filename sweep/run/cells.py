@@ -152,12 +152,13 @@ class RangeCounts:
 
 @dataclass
 class RangeResult:
-    """A range's rows (an Arrow table of ROW_SCHEMA) and counts."""
+    """A range's rows (an Arrow table of ROW_SCHEMA, or encoded files) and counts."""
 
     lo: int
     hi: int
-    rows: pa.Table
+    rows: pa.Table | None
     counts: RangeCounts
+    files: list = field(default_factory=list)  # sweep.dataset's EncodedFile, when encoded
 
 
 def new_cells(

@@ -49,7 +49,9 @@ class RunPlan:
     batch_size: int | None = None  # combinations per range; None = auto_batch_size
     max_in_flight: int | None = None  # None = 2 x the cluster's CPUs
     max_retries: int = 3  # re-runs of a range whose worker died
-    workers_stage: bool = False  # workers write staged files (a filesystem shared with them)
+    # Where a range's rows become Parquet bytes: "worker" (the default: the
+    # driver only writes them) or "driver" (workers send Arrow tables).
+    encode_on: str = "worker"
 
 
 @dataclass
@@ -95,23 +97,26 @@ def run(plan: RunPlan, writer: ResultWriter, progress: Progress | None = None) -
     cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
     in_flight = plan.max_in_flight or 2 * cpus
     size = plan.batch_size or auto_batch_size(plan.grid.size, cpus)
-    grid, settings = ray.put(plan.grid), ray.put(plan.settings)  # shipped once, not per range
+    _ = plan.grid.twins  # worked out once, here, and shipped with the grid
+    grid, settings = ray.put(plan.grid), ray.put(plan.settings)  # once, not per range
     done = ray.put(plan.done) if len(plan.done) else None
-    staging = str(writer.run.staging) if plan.workers_stage else None
+    metadata = ray.put(writer.metadata) if plan.encode_on == "worker" else None
     task = run_range_task.options(max_retries=plan.max_retries, retry_exceptions=False)
     ranges = iter(range(0, plan.grid.size, size))
     pending: dict[ray.ObjectRef, tuple[int, int]] = {}
     while True:
         while len(pending) < in_flight and (lo := next(ranges, None)) is not None:
             hi = min(lo + size, plan.grid.size)
-            pending[task.remote(grid, settings, lo, hi, done, staging, writer.metadata)] = (lo, hi)
+            pending[task.remote(grid, settings, lo, hi, done, metadata)] = (lo, hi)
             stats.batches += 1
         if not pending:
             break
-        (ref,), _ = ray.wait(list(pending), num_returns=1)
+        # In submission order: ranges of one grid take about as long as each
+        # other, and ray.get on one ref costs the driver less than ray.wait.
+        ref = next(iter(pending))
         lo, hi = pending.pop(ref)
         try:
-            result, staged = ray.get(ref)
+            result = ray.get(ref)
         except (ray.exceptions.RayError, OSError) as err:
             stats.lost_batches += 1
             log.warning("range %d..%d of the grid failed for good: %s", lo, hi - 1, err)
@@ -119,8 +124,8 @@ def run(plan: RunPlan, writer: ResultWriter, progress: Progress | None = None) -
             writer.write(table)
         else:
             counts = result.counts
-            if staged:
-                writer.place(staged)
+            if result.files:
+                writer.place(result.files)
             elif result.rows is not None and result.rows.num_rows:
                 writer.write(result.rows)
         stats.add(counts)

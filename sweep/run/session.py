@@ -18,11 +18,6 @@ from .reaper import Reaper
 
 log = logging.getLogger(__name__)
 
-# Run by every worker as it starts, before any task: it imports what a task
-# needs, so that the first range's result does not wait for imports.
-WORKER_SETUP = "sweep.run.task.warm_up"
-
-
 def runtime_env() -> dict:
     """Ship this code to a cluster's workers: the engine, the pipeline, the conf."""
     import conf

@@ -1,9 +1,9 @@
 """The Ray task that runs one range of the grid on a worker.
 
 Its own module, importing only Ray, the engine, ``sweep.run.cells`` and
-pyarrow's core: a worker imports the module of the function it runs, and the
-driver's modules (Arrow datasets, Hydra, tqdm) would add most of a second to
-every worker's start.
+pyarrow's core and Parquet writer: a worker imports the module of the function
+it runs, and the driver's modules (Arrow datasets, Hydra, tqdm) would add most
+of a second to every worker's start.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ import dataclasses
 
 import numpy as np
 import ray
+
+from sweep.dataset.writer import encode
 
 from .cells import RangeResult, RunSettings, run_range
 from .grid import Grid
@@ -24,22 +26,12 @@ def run_range_task(
     lo: int,
     hi: int,
     done: np.ndarray | None,
-    staging: str | None = None,
     metadata: dict[str, str] | None = None,
-) -> tuple[RangeResult, list]:
-    """The range's result; with ``staging``, its rows written there as staged
-    files (returned, for the driver to rename in) instead of sent back."""
+) -> RangeResult:
+    """The range's result.  With ``metadata`` (the files' key-value metadata)
+    its rows come back as Parquet files encoded here, ready for the driver to
+    write; without, as an Arrow table for the driver to encode."""
     result = run_range(grid, settings, lo, hi, done, ray.get_runtime_context().get_node_id())
-    if staging is None:
-        return result, []
-    from pathlib import Path
-
-    from sweep.dataset.writer import stage
-
-    staged = stage(result.rows, Path(staging), metadata or {})
-    return dataclasses.replace(result, rows=None), staged
-
-
-def warm_up() -> None:
-    """Import what a task needs, at a worker's start (Ray's worker_process_setup_hook)."""
-    import sweep.dataset.schema  # noqa: F401  (pyarrow's core)
+    if metadata is None or not result.rows.num_rows:
+        return result
+    return dataclasses.replace(result, rows=None, files=encode(result.rows, metadata))
