@@ -47,10 +47,6 @@ class Scan:
     bad: list[BadFile] = field(default_factory=list)
     _ids: list[pa.Array] = field(default_factory=list, repr=False)
 
-    @property
-    def good_files(self) -> int:
-        return self.files - len(self.bad)
-
     def keys(self) -> np.ndarray:
         """The cell ids of the good files as sorted, unique uint64 keys (``cell_keys``)."""
         if not self._ids:

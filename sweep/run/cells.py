@@ -154,8 +154,6 @@ class RangeCounts:
 class RangeResult:
     """A range's rows (an Arrow table of ROW_SCHEMA, or encoded files) and counts."""
 
-    lo: int
-    hi: int
     rows: pa.Table | None
     counts: RangeCounts
     files: list = field(default_factory=list)  # sweep.dataset's EncodedFile, when encoded
@@ -195,4 +193,4 @@ def run_range(
     rows = run_batch(cells, settings, worker)
     counts.failed = sum(r["status"] == "error" for r in rows)
     counts.ok = len(rows) - counts.failed
-    return RangeResult(lo, hi, rows_table(rows), counts)
+    return RangeResult(rows_table(rows), counts)

@@ -13,6 +13,7 @@ import dataclasses
 import numpy as np
 import ray
 
+from sweep.dataset.schema import rows_table
 from sweep.dataset.writer import encode
 
 from .cells import RangeResult, RunSettings, run_range
@@ -35,3 +36,15 @@ def run_range_task(
     if metadata is None or not result.rows.num_rows:
         return result
     return dataclasses.replace(result, rows=None, files=encode(result.rows, metadata))
+
+
+@ray.remote(num_cpus=1)
+def warm_up() -> int:
+    """What the first range would otherwise wait for, done once per worker
+    process as the session starts: this module's imports (the engine, pyarrow's
+    core and Parquet writer) and pyarrow's first conversion from Python objects
+    (which imports pandas, when it is installed).  Returns the worker's pid."""
+    import os
+
+    rows_table([])
+    return os.getpid()
