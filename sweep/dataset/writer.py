@@ -99,10 +99,14 @@ class ResultWriter:
         for f in files:
             name = new_file_name()
             staged = self.run.staging / name
-            with staged.open("wb") as out:
-                out.write(f.data)
-                out.flush()
-                os.fsync(out.fileno())  # the bytes are on disk before the name is
+            fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+            try:
+                data = memoryview(f.data)
+                while data:  # a write may be short
+                    data = data[os.write(fd, data) :]
+                os.fsync(fd)  # the bytes are on disk before the name is
+            finally:
+                os.close(fd)
             target = self.run.partition(f.paging_levels, f.strategy)
             self._ensure_dir(target)
             os.replace(staged, target / name)
