@@ -111,6 +111,7 @@ def test_a_file_is_whole_and_fsynced_in_staging_before_it_is_renamed_in(tmp_path
     monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(os, "replace", replace)
     placed = writer.write(_batch())
+    writer.close()  # the renames' directories fsynced by now
     assert len(placed) == 6
     renames = [e for e in events if e[0] == "replace"]
     assert [dst for _, _, dst in renames] == placed

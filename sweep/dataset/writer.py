@@ -2,10 +2,10 @@
 
 A file is written whole under ``.staging/``, fsynced, renamed into its
 partition of ``results/`` (same filesystem, so the rename is atomic), and the
-partition's directory is fsynced after: a reader never sees a partial file,
-and after a crash or a power cut a file is in ``results/`` whole or not at
-all.  Page checksums are written, so the integrity check can tell a flipped
-bit from a valid value.
+partition's directory is fsynced after (within DIR_SYNC_S, and at close): a
+reader never sees a partial file, and after a crash or a power cut a file is
+in ``results/`` whole or not at all.  Page checksums are written, so the
+integrity check can tell a flipped bit from a valid value.
 
 ``encode`` turns rows into Parquet files in memory, where the rows are made
 (a worker); ``ResultWriter.place`` writes, fsyncs and renames them in.
@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,12 @@ import pyarrow.parquet as pq
 
 from .layout import PARTITION_COLUMNS, RunDir, fsync_dir, new_file_name
 from .schema import FILE_SCHEMA
+
+# A file's bytes are fsynced before its rename, so that it is in results/ whole
+# or not at all.  The rename itself is made durable by an fsync of its
+# directory, done for all partitions at once at most this often (and at close):
+# a power cut can lose the last renames, whose cells then run again.
+DIR_SYNC_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -87,14 +94,16 @@ class ResultWriter:
         self.files = 0
         self.rows = 0
         self._partitions: set[Path] = set()  # made, and their names made durable
+        self._unsynced: set[Path] = set()  # partitions with renames not yet fsynced
+        self._synced_at = time.monotonic()
 
     def write(self, table: pa.Table) -> list[Path]:
         """Write one batch: one file per (paging_levels, strategy) it holds."""
         return self.place(encode(table, self.metadata))
 
     def place(self, files: Sequence[EncodedFile]) -> list[Path]:
-        """Stage each file (write, fsync), rename it into its partition, then
-        make the renames durable (fsync each partition's directory)."""
+        """Stage each file (write, fsync), rename it into its partition; the
+        renames are made durable by ``sync``, at most DIR_SYNC_S later."""
         placed = []
         for f in files:
             name = new_file_name()
@@ -112,10 +121,18 @@ class ResultWriter:
             os.replace(staged, target / name)
             placed.append(target / name)
             self.rows += f.rows
-        for folder in {p.parent for p in placed}:
-            fsync_dir(folder)
+        self._unsynced.update(p.parent for p in placed)
+        if time.monotonic() - self._synced_at >= DIR_SYNC_S:
+            self.sync()
         self.files += len(placed)
         return placed
+
+    def sync(self) -> None:
+        """Make every rename so far durable: fsync the partitions' directories."""
+        for folder in sorted(self._unsynced):
+            fsync_dir(folder)
+        self._unsynced.clear()
+        self._synced_at = time.monotonic()
 
     def _ensure_dir(self, partition: Path) -> None:
         """Create a partition's folders, their names made durable too."""
@@ -127,4 +144,5 @@ class ResultWriter:
         self._partitions.add(partition)
 
     def close(self) -> None:
+        self.sync()
         shutil.rmtree(self.run.staging, ignore_errors=True)

@@ -92,12 +92,12 @@ def lost_range(plan: RunPlan, lo: int, hi: int, err: Exception) -> tuple[RangeCo
 
 def run(plan: RunPlan, writer: ResultWriter, progress: Progress | None = None) -> SweepStats:
     """Run every new cell of ``plan`` on the connected Ray cluster into ``writer``."""
-    start = time.monotonic()
+    _ = plan.grid.twins  # worked out once, here, and shipped with the grid
+    start = time.monotonic()  # the first submission: first_result_s counts from here
     stats = SweepStats()
     cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
     in_flight = plan.max_in_flight or 2 * cpus
     size = plan.batch_size or auto_batch_size(plan.grid.size, cpus)
-    _ = plan.grid.twins  # worked out once, here, and shipped with the grid
     grid, settings = ray.put(plan.grid), ray.put(plan.settings)  # once, not per range
     done = ray.put(plan.done) if len(plan.done) else None
     metadata = ray.put(writer.metadata) if plan.encode_on == "worker" else None
@@ -111,9 +111,7 @@ def run(plan: RunPlan, writer: ResultWriter, progress: Progress | None = None) -
             stats.batches += 1
         if not pending:
             break
-        # In submission order: ranges of one grid take about as long as each
-        # other, and ray.get on one ref costs the driver less than ray.wait.
-        ref = next(iter(pending))
+        (ref,), _ = ray.wait(list(pending), num_returns=1)  # whichever is done first
         lo, hi = pending.pop(ref)
         try:
             result = ray.get(ref)
