@@ -522,7 +522,8 @@ def write_report(
     named in the report, and left where it is.
     """
     results = path if isinstance(path, Results) else open_results(path)
-    data = collect(results, budget_ms, stall_timeout_s, group_keys, source=str(path))
+    source = str(results.run.path if isinstance(path, Results) else path)
+    data = collect(results, budget_ms, stall_timeout_s, group_keys, source=source)
     run = results.run
     written: dict[str, Path] = {"summary": run.summary}
     data.summary.write_parquet(run.summary)
