@@ -29,7 +29,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from .scenario import PTES_PER_TABLE, Scenario
+from .geometry import PTES_PER_TABLE
+from .scenario import Scenario
 
 # Entry codes of a leaf table.
 NONPRESENT = 0
@@ -51,12 +52,17 @@ def _splitmix64(z: np.ndarray) -> np.ndarray:
     return z ^ (z >> np.uint64(31))
 
 
+def stream_key(seed: int, stream: int) -> np.uint64:
+    """The key of one stream of one seed: keyed_bits(seed, stream, i) is
+    splitmix64(splitmix64(i ^ key))."""
+    key = _splitmix64(np.array([seed], dtype=np.uint64))
+    return _splitmix64(key ^ np.array([stream << 56], dtype=np.uint64))[0]
+
+
 def keyed_bits(seed: int, stream: int, index: np.ndarray) -> np.ndarray:
     """64 random bits per index, a pure function of (seed, stream, index)."""
     index = np.asarray(index, dtype=np.uint64)
-    key = _splitmix64(np.array([seed], dtype=np.uint64))
-    key = _splitmix64(key ^ np.array([stream << 56], dtype=np.uint64))
-    return _splitmix64(_splitmix64(index ^ key))
+    return _splitmix64(_splitmix64(index ^ stream_key(seed, stream)))
 
 
 def keyed_uniform(seed: int, stream: int, index: np.ndarray) -> np.ndarray:
@@ -185,8 +191,14 @@ RANK_MULTIPLIERS = np.array(
 )
 
 
-def _affine_key(seed: int, tables: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per leaf table, the multiplier index and the offset of its rank map."""
+def rank_map_stream_key(seed: int) -> np.uint64:
+    """stream_key() of the rank maps' stream (rank_map_key without numpy)."""
+    return stream_key(seed, _STREAM_ORDER)
+
+
+def rank_map_key(seed: int, tables: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per leaf table, the index into RANK_MULTIPLIERS and the offset of its
+    rank map ``(mul * j + add) mod 512``."""
     k = keyed_bits(seed, _STREAM_ORDER, np.asarray(tables, dtype=np.uint64))
     k = (k >> np.uint64(32)).astype(np.int64)
     return k & 15, (k >> 4) & (PTES_PER_TABLE - 1)
@@ -198,10 +210,10 @@ def leaf_entry_ranks(seed: int, table: int, n_entries: int, j: np.ndarray) -> np
 
     A full table ranks entry j at ``(mul * j + add) mod 512`` (``mul`` odd,
     both keyed by seed and table): a permutation whose prefix counts come
-    from a small table (:func:`rank_prefix_count`), so the fast engine can
+    from a small table (:func:`rank_counts`), so the fast engine can
     find where a yield falls in a table without reading its entries.
     """
-    midx, add = _affine_key(seed, np.array([table]))
+    midx, add = rank_map_key(seed, np.array([table]))
     perm = (RANK_MULTIPLIERS[midx[0]] * np.arange(PTES_PER_TABLE) + add[0]) % PTES_PER_TABLE
     if n_entries == PTES_PER_TABLE:
         return perm[np.asarray(j)]
@@ -212,7 +224,7 @@ def leaf_entry_ranks(seed: int, table: int, n_entries: int, j: np.ndarray) -> np
 
 
 @lru_cache(maxsize=1)
-def _rank_counts() -> np.ndarray:
+def rank_counts() -> np.ndarray:
     """C[m, j, s] = #{i < j : (RANK_MULTIPLIERS[m] * i) mod 512 < s}."""
     n = PTES_PER_TABLE
     u = (RANK_MULTIPLIERS[:, None] * np.arange(n)[None, :]) % n
@@ -220,53 +232,6 @@ def _rank_counts() -> np.ndarray:
     m_idx = np.repeat(np.arange(len(RANK_MULTIPLIERS)), n)
     onehot[m_idx, np.tile(np.arange(1, n + 1), len(RANK_MULTIPLIERS)), u.ravel() + 1] = 1
     return onehot.cumsum(axis=1, dtype=np.int16).cumsum(axis=2, dtype=np.int16)
-
-
-@lru_cache(maxsize=1)
-def _rank_discrepancy() -> np.ndarray:
-    """Per multiplier m: max over j, s of |C[m, j, s] - j * s / 512|, how far
-    a prefix count strays from its share (2.5 to 11 entries for these)."""
-    n = PTES_PER_TABLE
-    share = np.arange(n + 1)[:, None] * np.arange(n + 1)[None, :] / n
-    return np.array([np.abs(c - share).max() for c in _rank_counts()])
-
-
-class RankPrefix:
-    """#{i < j : (mul*i + add) mod 512 < threshold} for fixed tables and
-    thresholds and many ``j``: the part that does not depend on ``j`` is
-    worked out once (a binary search over ``j`` asks many times).
-
-    The count of the first j entries is within ``slack`` of ``j * share``:
-    it is the difference of two prefix counts C[m, j, .], each within the
-    multiplier's discrepancy of its share."""
-
-    def __init__(self, midx: np.ndarray, add: np.ndarray, threshold: np.ndarray):
-        n = PTES_PER_TABLE
-        self.share = np.asarray(threshold, dtype=np.float64) / n
-        self.slack = 2.0 * _rank_discrepancy()[np.asarray(midx, dtype=np.int64)]
-        self.flat = _rank_counts().reshape(-1)
-        self.base = np.asarray(midx, dtype=np.int64) * (n + 1) * (n + 1)
-        lo = (n - np.asarray(add, dtype=np.int64)) % n  # mul*i mod n in [lo, lo + t)
-        hi = lo + np.asarray(threshold, dtype=np.int64)
-        self.wrap = hi > n
-        self.lo = lo
-        self.hi = np.where(self.wrap, hi - n, hi)
-
-    def __call__(self, j: np.ndarray) -> np.ndarray:
-        row = self.base + np.asarray(j, dtype=np.int64) * (PTES_PER_TABLE + 1)
-        below_lo = self.flat.take(row + self.lo).astype(np.int64)
-        below_hi = self.flat.take(row + self.hi).astype(np.int64)
-        # Without wrap: [lo, hi) = below_hi - below_lo; with wrap the
-        # interval is [lo, n) + [0, hi): j - below_lo + below_hi.
-        return below_hi - below_lo + np.where(self.wrap, j, 0)
-
-
-def rank_prefix_count(
-    midx: np.ndarray, add: np.ndarray, j: np.ndarray, threshold: np.ndarray
-) -> np.ndarray:
-    """How many of the first ``j`` entries of a full leaf table rank below
-    ``threshold``: #{i < j : (mul*i + add) mod 512 < threshold}."""
-    return RankPrefix(midx, add, threshold)(j)
 
 
 def codes_from_ranks(ranks: np.ndarray, present: int, accessed: int, dirty: int) -> np.ndarray:

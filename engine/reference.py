@@ -10,9 +10,10 @@ the oracle the fast engine must equal.
 from __future__ import annotations
 
 from .cost_model import CostModel
+from .geometry import PTES_PER_TABLE, pages_per_spte, round_gfn, spte_index
 from .population import ACCESSED, DIRTY, NONPRESENT, leaf_table_counts, leaf_table_entries
 from .result import ZapResult
-from .scenario import PTES_PER_TABLE, Scenario
+from .scenario import Scenario
 from .timeline import Timeline
 
 
@@ -25,21 +26,6 @@ class Table:
     def __init__(self, level: int, sptes: list | None = None):
         self.level = level
         self.sptes = sptes if sptes is not None else [NONPRESENT] * PTES_PER_TABLE
-
-
-def pages_per_spte(level: int) -> int:
-    """KVM_PAGES_PER_HPAGE(level): 4K GFNs mapped by one SPTE at ``level``."""
-    return 1 << (9 * (level - 1))
-
-
-def round_gfn(gfn: int, level: int) -> int:
-    """gfn_round_for_level()."""
-    return gfn & -pages_per_spte(level)
-
-
-def spte_index(gfn: int, level: int) -> int:
-    """SPTE_INDEX(gfn << PAGE_SHIFT, level)."""
-    return (gfn >> (9 * (level - 1))) & (PTES_PER_TABLE - 1)
 
 
 def build_page_table(scenario: Scenario) -> Table:
@@ -140,6 +126,22 @@ class TdpIter:
         self.valid = False
 
 
+class WalkError(RuntimeError):
+    """A pass walked more than the table allows: a walk that would not end."""
+
+
+def visit_budget(root: Table, root_level: int) -> int:
+    """The most visits one pass can make: every entry of every table, and
+    for each, a yield's aborted visit and a restart's walk back down from the
+    root (at most root_level visits)."""
+    tables, stack = 0, [root]
+    while stack:
+        table = stack.pop()
+        tables += 1
+        stack.extend(spte for spte in table.sptes if isinstance(spte, Table))
+    return tables * PTES_PER_TABLE * (root_level + 2)
+
+
 class RootZap:
     """tdp_mmu_zap_root(): the passes of one strategy, back to back under one
     RCU read-side section that only a yield drops."""
@@ -152,15 +154,23 @@ class RootZap:
 
     def run(self) -> ZapResult:
         root = build_page_table(self.scenario)
+        budget = visit_budget(root, self.scenario.root_level)
         for zap_level in self.scenario.zap_level_numbers:
-            self.zap_pass(root, zap_level)
+            self.zap_pass(root, zap_level, budget)
         return self.timeline.result()
 
-    def zap_pass(self, root: Table, zap_level: int) -> None:
+    def zap_pass(self, root: Table, zap_level: int, budget: int) -> None:
         tl = self.timeline
         it = TdpIter(root, self.scenario.root_level, zap_level, 0)
         end = self.scenario.end_gfn
+        visits = 0
         while it.valid and it.gfn < end:
+            visits += 1
+            if visits > budget:
+                raise WalkError(
+                    f"pass at zap level {zap_level} made {visits} visits, more than any "
+                    f"walk of this table can ({budget}): the walk does not end"
+                )
             tl.begin_visit()
             # tdp_mmu_iter_cond_resched(): yield only after forward progress.
             if it.next_last_level_gfn != it.yielded_gfn and tl.need_resched():

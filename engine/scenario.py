@@ -11,9 +11,7 @@ import re
 from dataclasses import dataclass, fields
 from typing import Any
 
-PTES_PER_TABLE = 512  # SPTE_ENT_PER_PAGE
-PAGE_SHIFT = 12
-TABLE_BYTES = 4096
+from .geometry import PAGE_SHIFT, PTES_PER_TABLE, level_bytes
 
 LEVEL_NAMES = {1: "4K", 2: "2M", 3: "1G", 4: "512G", 5: "256T"}
 LEVEL_BY_NAME = {name: level for level, name in LEVEL_NAMES.items()}
@@ -58,11 +56,6 @@ class ScenarioError(ValueError):
         self.value = value
         self.allowed = allowed
         super().__init__(f"{field}={value!r} is invalid: allowed {allowed}")
-
-
-def level_bytes(level: int) -> int:
-    """Bytes of guest memory mapped by one SPTE at ``level``."""
-    return 1 << (PAGE_SHIFT + 9 * (level - 1))
 
 
 def parse_memory(value: Any, field_name: str = "guest_memory") -> int:
@@ -341,5 +334,4 @@ __all__ = [
     "format_memory",
     "strategy_name",
     "strategy_levels",
-    "level_bytes",
 ]

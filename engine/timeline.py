@@ -8,8 +8,9 @@ an operation, an RCU hold" have a single definition.
 from __future__ import annotations
 
 from .cost_model import CostModel
+from .geometry import TABLE_BYTES
 from .result import ZapResult
-from .scenario import TABLE_BYTES, Scenario
+from .scenario import Scenario
 
 
 class Timeline:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_engine_properties import scenario_kwargs
+from test_engine_properties import scenario_kwargs, zap_levels
 
 from engine import Scenario, simulate
 from engine.fast import GuestCache
@@ -32,6 +32,43 @@ def assert_same(scenario: Scenario, cost_model: str = "seed-2022") -> None:
 @given(kw=scenario_kwargs(), cost_model=st.sampled_from(["seed-2022", "upstream-6.13"]))
 def test_fast_equals_reference(kw, cost_model) -> None:
     assert_same(Scenario(**kw), cost_model)
+
+
+@st.composite
+def contended(draw) -> Scenario:
+    """Where the walks differ most: a contended CPU (``always``) or short
+    ticks, a flush before every yield priced by many vCPUs, partial
+    population over small guests of few tables (so the first and last
+    chains, empty tables and tables cut short by the host's address width
+    are common), and both lock modes."""
+    page_size = draw(st.sampled_from(["4K", "4K", "2M", "1G"]))
+    pages = draw(st.integers(1, {"4K": 3 * 512, "2M": 3 * 512, "1G": 700}[page_size]))
+    page_bytes = {"4K": 1 << 12, "2M": 1 << 21, "1G": 1 << 30}[page_size]
+    paging_levels = draw(st.sampled_from([4, 5]))
+    accessed = draw(st.sampled_from([0.0, 0.4, 1.0]))
+    bits = max(32, (pages * page_bytes - 1).bit_length())
+    return Scenario(
+        paging_levels=paging_levels,
+        guest_memory=pages * page_bytes,
+        page_size=page_size,
+        populated_ratio=draw(st.sampled_from([1.0, 0.9, 0.5, 0.1, 0.002])),
+        accessed_ratio=accessed,
+        dirty_ratio=accessed * draw(st.sampled_from([0.0, 0.5, 1.0])),
+        zap_levels=draw(zap_levels(paging_levels)),
+        vcpus=draw(st.sampled_from([1, 64, 416])),
+        host_phys_bits=draw(st.one_of(st.none(), st.integers(bits, min(bits + 3, 52)))),
+        resched=draw(st.sampled_from(["always", "always", "always", "tick", "tick"])),
+        resched_interval_us=draw(st.sampled_from([0.05, 0.5, 3.0, 20.0])),
+        mmu_lock=draw(st.sampled_from(["write", "read"])),
+        flush_on_yield=draw(st.sampled_from([True, True, True, False])),
+        seed=draw(st.integers(0, 2**32)),
+    )
+
+
+@DIFFERENTIAL
+@given(scenario=contended(), cost_model=st.sampled_from(["seed-2022", "upstream-6.13"]))
+def test_fast_equals_reference_when_contended(scenario, cost_model) -> None:
+    assert_same(scenario, cost_model)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -126,6 +163,29 @@ TIB16 = dict(
     paging_levels=5, guest_memory="16TiB", page_size="4K", accessed_ratio=1.0, dirty_ratio=0.5
 )
 
+# `per_level` under `always` (a yield in front of every step side, each
+# adding its aborted visit and the restart's walk down, 1 + root - L visits
+# for a step side at level L).  A pass at zap level Z walks the tables at
+# levels >= Z; at level L it visits V_L entries of E_L tables, and every
+# entry but each table's entry 0 is a step side: S_L = V_L - E_L.
+#
+# 16 TiB, 5-level, 52 bits: V = (16, 512, 16,384, 8,388,608, 2^32) and
+#   E = (1, 1, 32, 16,384, 8,388,608) for L = 5..1, so
+#   S = (15, 511, 16,352, 8,372,224, 4,286,578,688).
+#   yields per pass, Z = 1..5: sum of S_L for L >= Z: 4,294,967,790;
+#   8,389,102; 16,878; 526; 15: total 4,303,374,311.
+#   added visits: sum of S_L * (6 - L) for L >= Z: 21,466,432,429;
+#   33,538,989; 50,093; 1,037; 15: total 21,500,022,563, plus the
+#   4,311,795,792 visits of `never`: 25,811,818,355.
+# 16 TiB, 4-level, 46 bits: V = (128, 16,384, 8,388,608, 2^32),
+#   E = (1, 32, 16,384, 8,388,608), S = (127, 16,352, 8,372,224,
+#   4,286,578,688) for L = 4..1.
+#   yields: 4,294,967,391; 8,388,703; 16,479; 127: total 4,303,372,700.
+#   added visits, S_L * (5 - L): 17,171,464,255; 25,149,503; 32,831; 127:
+#   total 17,196,646,716, plus `never`'s 4,311,794,176 (4,303,372,416 +
+#   8,405,120 + 16,512 + 128): 21,508,440,892.
+TIB16_4 = dict(TIB16, paging_levels=4)
+
 CLOSED_FORMS = [
     # (scenario kwargs, visits, yields, leaf_zapped, tables_freed, max_op_leaves)
     (dict(GIB512, zap_levels="root", resched="never"), 128, 0, 2**27, 262_657, 2**27),
@@ -140,6 +200,22 @@ CLOSED_FORMS = [
         0,
         2**32,
         8_405_025,
+        1,
+    ),
+    (
+        dict(TIB16, zap_levels="per_level", resched="always", flush_on_yield=True),
+        25_811_818_355,
+        4_303_374_311,
+        2**32,
+        8_405_025,
+        1,
+    ),
+    (
+        dict(TIB16_4, zap_levels="per_level", resched="always", mmu_lock="read", vcpus=416),
+        21_508_440_892,
+        4_303_372_700,
+        2**32,
+        8_405_024,
         1,
     ),
 ]
@@ -173,50 +249,3 @@ def test_fast_tick_16tib_yields_once_per_interval() -> None:
     assert abs(r.yields - r.total_ns // 1_000_000) <= 1
     assert 1_000_000 <= r.max_rcu_hold_ns < 1_100_000
     assert not r.rcu_stall
-
-
-# The tick search's window ------------------------------------------------
-
-
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    populated=st.sampled_from([1.0, 0.9, 0.5]),
-    accessed=st.sampled_from([1.0, 0.7, 0.3]),
-    dirty_share=st.floats(0.0, 1.0),
-    cost_model=st.sampled_from(["seed-2022", "upstream-6.13"]),
-    seed=st.integers(0, 2**32),
-)
-def test_search_window_never_changes_the_entry_found(
-    populated, accessed, dirty_share, cost_model, seed
-):
-    """Pass.window narrows the binary search by the rank maps' discrepancy
-    bound; the entry found must be the one the full-range search finds."""
-    import numpy as np
-
-    from engine import load_cost_model
-    from engine.fast import Costs, Guest, Pass, TickWalk
-
-    scenario = Scenario(
-        guest_memory="2GiB",
-        populated_ratio=populated,
-        accessed_ratio=accessed,
-        dirty_ratio=accessed * dirty_share,
-        seed=seed,
-    )
-    guest = Guest.build(scenario)
-    p = Pass(guest, Costs(scenario, load_cost_model(cost_model)), 1, None)
-    full = np.flatnonzero(p.full_tables(np.arange(len(p.tables))))
-    if len(full) == 0:
-        return
-    rng = np.random.default_rng(seed)
-    b = rng.choice(full, size=400)
-    params = p.prefix_params(b)
-    whole = p.prefix_cost(params, np.full(len(b), 512))[0]
-    y = (rng.uniform(-0.1, 1.1, len(b)) * whole).astype(np.int64)
-    lo = rng.integers(0, 300, len(b))
-    hi = np.minimum(512, lo + rng.integers(0, 400, len(b)))
-    walk = TickWalk.__new__(TickWalk)  # first_entries reads only walk.p
-    walk.p = p
-    narrowed = walk.first_entries(params, lo, hi, y)
-    p.window = lambda params, lo, hi, y: (lo, hi)  # the instance only: the full range
-    np.testing.assert_array_equal(narrowed, walk.first_entries(params, lo, hi, y))

@@ -36,3 +36,52 @@ def test_guide_covers_the_straddling_buckets_only():
     guide = P._binomial_guide(512, 0.5)
     straddling = int((guide < 0).sum())
     assert 0 < straddling <= 513
+
+
+# -- independence between leaf tables ------------------------------------------
+
+
+def _scenario(**kw):
+    from engine import Scenario
+
+    return Scenario(**{"guest_memory": "2GiB", "page_size": "4K", **kw})
+
+
+def test_a_tables_counts_do_not_depend_on_which_tables_are_drawn():
+    s = _scenario(populated_ratio=0.5, accessed_ratio=0.7, dirty_ratio=0.3, seed=11)
+    every = P.leaf_table_counts(s)
+    some = np.array([1023, 0, 512, 7, 7, 1000])
+    alone = P.leaf_table_counts(s, some)
+    for name in ("entries", "present", "accessed", "dirty"):
+        np.testing.assert_array_equal(getattr(alone, name), getattr(every, name)[some])
+
+
+def test_tables_are_drawn_independently():
+    """Each leaf table has its own counts and its own rank map: neither
+    repeats from table to table, and neighbouring tables are uncorrelated."""
+    s = _scenario(populated_ratio=0.5, accessed_ratio=0.6, dirty_ratio=0.3, seed=3)
+    c = P.leaf_table_counts(s)  # 1024 tables of Bin(512, 0.5) present leaves
+    present = c.present.astype(float)
+    assert len(np.unique(c.present)) > 20  # sd 11.3: dozens of values
+    assert abs(present.mean() - 256) < 2 and 8 < present.std() < 15
+    for x in (c.present, c.accessed, c.dirty):
+        x = x.astype(float) - x.mean()
+        assert abs((x[1:] * x[:-1]).sum() / (x * x).sum()) < 0.15  # lag-1 correlation
+    midx, add = P.rank_map_key(s.seed, np.arange(1024))
+    assert len(np.unique(midx)) == 16 and len(np.unique(add)) > 400
+    # Two tables with the same counts still place their leaves differently.
+    same = np.flatnonzero(c.present == np.bincount(c.present).argmax())[:2]
+    first, second = (P.leaf_table_entries(s, int(t), c, int(t)) for t in same)
+    assert (first != second).sum() > 100
+
+
+def test_entries_of_a_table_follow_its_counts_and_its_own_key():
+    s = _scenario(populated_ratio=0.8, accessed_ratio=0.5, dirty_ratio=0.2, seed=5)
+    c = P.leaf_table_counts(s)
+    for t in (0, 1, 777):
+        codes = P.leaf_table_entries(s, t, c, t)
+        assert (codes != P.NONPRESENT).sum() == c.present[t]
+        assert ((codes & P.ACCESSED) == P.ACCESSED).sum() == c.accessed[t]
+        assert (codes == P.DIRTY).sum() == c.dirty[t]
+    other_seed = _scenario(populated_ratio=0.8, accessed_ratio=0.5, dirty_ratio=0.2, seed=6)
+    assert not np.array_equal(P.leaf_table_counts(other_seed).present, c.present)
