@@ -13,6 +13,7 @@ import dataclasses
 import numpy as np
 import ray
 
+from engine import Scenario, simulate
 from sweep.dataset.schema import rows_table
 from sweep.dataset.writer import encode
 
@@ -42,9 +43,11 @@ def run_range_task(
 def warm_up() -> int:
     """What the first range would otherwise wait for, done once per worker
     process as the session starts: this module's imports (the engine, pyarrow's
-    core and Parquet writer) and pyarrow's first conversion from Python objects
-    (which imports pandas, when it is installed).  Returns the worker's pid."""
+    core and Parquet writer), the engine's compiled kernels (loaded on their
+    first call) and pyarrow's first conversion from Python objects (which
+    imports pandas, when it is installed).  Returns the worker's pid."""
     import os
 
     rows_table([])
+    simulate(Scenario(guest_memory="16MiB", resched="tick"), engine="fast")
     return os.getpid()
