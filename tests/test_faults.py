@@ -23,8 +23,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from sweep.reaper import MARK
-from sweep.results import open_dataset
+from sweep.dataset import open_dataset
+from sweep.run.reaper import MARK
 
 HERE = Path(__file__).parent
 ZAPSWEEP = str(Path(sys.executable).with_name("zapsweep"))

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from sweep.results import done_cell_ids, open_dataset
+from sweep.dataset import RunDir, check_dataset, open_dataset
 
 ZAPSWEEP = str(Path(sys.executable).with_name("zapsweep"))
-# 64 cells, two per file, one task at a time on one CPU.
+# 64 cells, two grid combinations per task, one task at a time on one CPU.
 ARGS = [
     "grid=smoke",
     "engine=reference",
@@ -50,14 +50,14 @@ def test_killed_driver_then_rerun_gives_every_cell_exactly_once(tmp_path):
     deadline = time.monotonic() + 120
     while _parts(run_dir) < 6 and driver.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)
-    # Frozen at once, so the count stands: 6 of its 32 files (a few more at most).
+    # Frozen at once, so the count stands: 6 files, a few more at most, of dozens.
     driver.send_signal(signal.SIGSTOP)
     assert driver.poll() is None, "the sweep finished before it could be interrupted"
     driver.send_signal(signal.SIGKILL)  # no clean-up of any kind
     driver.wait(timeout=30)
 
     partial = open_dataset(run_dir / "results").to_table().num_rows
-    ids_before = done_cell_ids(run_dir / "results")
+    ids_before = check_dataset(RunDir.at(run_dir)).cell_ids
     assert 0 < partial == len(ids_before)
 
     rerun = _zapsweep(run_dir)

@@ -24,8 +24,8 @@ import ray
 from hydra import compose, initialize_config_module
 from ray.cluster_utils import Cluster
 
-from sweep.cli import sweep
-from sweep.results import open_dataset
+from sweep.dataset import open_dataset
+from sweep.run.cli import sweep
 
 OVERRIDES = [
     "grid=smoke",
@@ -45,8 +45,11 @@ OVERRIDES = [
 ]
 
 
+TASK_TITLE = b"run_range_task"  # a worker's process title while it runs a range
+
+
 def _running_task(raylet_pid: int) -> int | None:
-    """The pid of a worker process of that raylet executing a batch task, if any."""
+    """The pid of a worker process of that raylet executing a range task, if any."""
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             if int(stat.read_text().rsplit(")", 1)[1].split()[1]) != raylet_pid:
@@ -54,20 +57,20 @@ def _running_task(raylet_pid: int) -> int | None:
             cmdline = (stat.parent / "cmdline").read_bytes()
         except (OSError, ValueError, IndexError):
             continue
-        if b"_batch_task" in cmdline:
+        if TASK_TITLE in cmdline:
             return int(stat.parent.name)
     return None
 
 
 def _freeze(pid: int) -> int | None:
-    """SIGSTOP ``pid`` if it still runs a batch task; a pidfd on it, or None."""
+    """SIGSTOP ``pid`` if it still runs a range task; a pidfd on it, or None."""
     try:
         fd = os.pidfd_open(pid)
     except OSError:
         return None
     signal.pidfd_send_signal(fd, signal.SIGSTOP)
     try:
-        running = b"_batch_task" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        running = TASK_TITLE in Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         running = False
     if not running:  # it finished in between: let it take the next task

@@ -21,7 +21,7 @@ so a process born while it was killing the others goes too.  A driver that
 writes DONE first (after a clean ``ray.shutdown()``) lets it exit killing
 nothing.  It never signals a process without the mark or a marked parent.
 
-Run as ``python -m sweep.reaper <driver pid> <mark>`` with the pipe on stdin.
+Run as ``python -m sweep.run.reaper <driver pid> <mark>`` with the pipe on stdin.
 """
 
 from __future__ import annotations
