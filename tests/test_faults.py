@@ -90,6 +90,13 @@ def _identity(pid: int) -> Identity | None:
     return None if stat[0] in ("Z", "X") else (pid, stat[19], cmd)
 
 
+def _parent(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError):
+        return None
+
+
 def _environ(pid: int) -> list[bytes]:
     try:
         return Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
@@ -129,6 +136,7 @@ class Driver:
         self.start = time.monotonic()
         self.family: dict[int, Identity] = {}
         self.born: dict[int, float] = {}  # pid -> when first seen (s after start)
+        self.grandchildren: set[int] = set()  # seen with a parent other than the driver
         self.ray: set[Identity] = set()  # those that carried the mark of the driver's Ray
         self.judged: set[int] = set()
 
@@ -143,7 +151,10 @@ class Driver:
             if environ == [b""]:
                 continue  # it reads empty for a moment while the process execs
             if self.tag in environ and (who := _identity(pid)) is not None:
-                self.born.setdefault(pid, self.elapsed())
+                if pid not in self.born:
+                    self.born[pid] = self.elapsed()
+                    if _parent(pid) not in (self.proc.pid, None):
+                        self.grandchildren.add(pid)
                 self.family[pid] = who
                 if not any(e.startswith(f"{MARK}=".encode()) for e in environ):
                     continue  # the driver, its watcher, or a child of it yet to exec Ray
@@ -151,16 +162,20 @@ class Driver:
             self.judged.add(pid)
 
     def kill_when(self, ready, watcher: Watcher) -> bool:
-        """SIGKILL the driver once ``ready(self, files placed)``, frozen first
-        (SIGSTOP) so that nothing changes between the last look and the kill.
-        False if it ended first."""
-        while self.proc.poll() is None and self.elapsed() < 120:
-            self.look()
-            if ready(self, watcher.check()):
-                break
+        """SIGKILL the driver once ``ready(self, files placed)``; False if it ended first."""
+        while (killed := self.kill_if(ready, watcher)) is None:
             time.sleep(0.005)
+        return killed
+
+    def kill_if(self, ready, watcher: Watcher) -> bool | None:
+        """One look, and SIGKILL if ``ready(self, files placed)``, frozen first
+        (SIGSTOP) so that nothing changes between that look and the kill: True
+        once killed, False if it ended first, None if not yet."""
         if self.proc.poll() is not None:
             return False
+        self.look()
+        if not ready(self, watcher.check()) and self.elapsed() < 120:
+            return None
         self.proc.send_signal(signal.SIGSTOP)
         self.look()
         watcher.check()
@@ -294,9 +309,10 @@ def test_driver_killed_at_20_moments_of_ray_start_leaves_none_of_its_ray(tmp_pat
     """SIGKILL at 20 moments from 0.5 to 5 s after start (Python, Hydra, then
     Ray's processes one after another): 10 s after each kill, nothing the driver
     started is left.  Every other kill comes 50 ms after the first process born
-    after its moment (or at the first result): one the watcher may not have
-    seen yet, whose parent dies with the driver, as Ray's agents do when the
-    raylet goes.  The next driver starts while the last one's 10 s run."""
+    after its moment to a parent other than the driver (a raylet's agent or
+    worker), or at the first result: one the watcher may not have seen yet,
+    whose parent dies with the driver.  Two drivers run at a time, and the next
+    ones while the last ones' 10 s run."""
     moments = [0.5 + 4.5 * i / 19 for i in range(20)]
 
     def ready(i: int, moment: float):
@@ -304,8 +320,8 @@ def test_driver_killed_at_20_moments_of_ray_start_leaves_none_of_its_ray(tmp_pat
             return lambda d, _: d.elapsed() >= moment
 
         def after_a_birth(d: Driver, files: int) -> bool:
-            born = min((t for t in d.born.values() if t >= moment), default=None)
-            return files > 0 or (born is not None and d.elapsed() >= born + 0.05)
+            born = [d.born[p] for p in d.grandchildren if d.born[p] >= moment]
+            return files > 0 or (bool(born) and d.elapsed() >= min(born) + 0.05)
 
         return after_a_birth
 
@@ -320,12 +336,22 @@ def test_driver_killed_at_20_moments_of_ray_start_leaves_none_of_its_ray(tmp_pat
             if left := _kill_all(driver.leftovers()):
                 found[moment] = left
 
-    for i, moment in enumerate(moments):
-        driver = Driver(tmp_path / f"run{i}", START)
-        watcher = Watcher(tmp_path / f"run{i}" / "results")
-        assert driver.kill_when(ready(i, moment), watcher), moment
-        stages.append((round(driver.elapsed(), 2), len(driver.ray), watcher.check()))
-        waiting.append((time.monotonic() + 10, moment, driver))
+    todo = list(enumerate(moments))
+    lanes: list[tuple[float, Driver, Watcher, object]] = []  # two drivers at a time
+    while todo or lanes:
+        while todo and len(lanes) < 2:
+            i, moment = todo.pop(0)
+            run_dir = tmp_path / f"run{i}"
+            driver = Driver(run_dir, START)
+            lanes.append((moment, driver, Watcher(run_dir / "results"), ready(i, moment)))
+        for lane in list(lanes):
+            moment, driver, watcher, when = lane
+            if (killed := driver.kill_if(when, watcher)) is not None:
+                assert killed, f"the sweep ended before its kill at {moment} s"
+                stages.append((round(driver.elapsed(), 2), len(driver.ray), watcher.check()))
+                waiting.append((time.monotonic() + 10, moment, driver))
+                lanes.remove(lane)
         check(everything=False)
+        time.sleep(0.005)
     check(everything=True)
     assert not found, f"left 10 s after the kill: {found} (moment, Ray processes, files: {stages})"
