@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from engine import ENGINE_VERSION, GuestCache, Scenario, simulate
+from engine import ENGINE_VERSION, GuestCache, Scenario, memslots_text, simulate
 from engine.cost_model import CostModel
 
 # Scenario fields typed float: float64 columns in the Parquet schema, so a
@@ -53,10 +53,17 @@ class Cell:
     scenario: Scenario
 
 
+# Fields whose default means "as before they existed": left out of a cell's
+# identity at that default, so that the cells of earlier grids keep their ids.
+LATER_DEFAULTS = {"layout": "flat", "memslots": None, "split_ratio": 0.0}
+
+
 def scenario_columns(scenario: Scenario) -> dict[str, Any]:
-    """The scenario as Parquet columns: zap_levels as text, floats as floats."""
+    """The scenario as Parquet columns: zap_levels and memslots as text,
+    floats as floats."""
     row = scenario.to_dict()
     row["zap_levels"] = ",".join(scenario.zap_levels)
+    row["memslots"] = memslots_text(scenario.memslots)
     for name in FLOAT_FIELDS.intersection(row):
         row[name] = float(row[name])
     row["strategy"] = scenario.strategy
@@ -73,7 +80,11 @@ def cell_id(scenario: Scenario, settings: RunSettings) -> str:
     # Same bytes as json.dumps({"scenario": ..., **identity}, sort_keys=True):
     # the identity's keys (cost_model, engine, engine_version) sort before
     # "scenario", so the settings part is spliced in once-encoded.
-    columns = json.dumps(scenario_columns(scenario), sort_keys=True, separators=(",", ":"))
+    columns = scenario_columns(scenario)
+    for name, default in LATER_DEFAULTS.items():
+        if columns[name] == default:
+            del columns[name]
+    columns = json.dumps(columns, sort_keys=True, separators=(",", ":"))
     text = settings.identity_json[:-1] + ',"scenario":' + columns + "}"
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

@@ -34,6 +34,9 @@ _SCENARIO_TYPES = {
     "flush_on_yield": pa.bool_(),
     "rcu_stall_timeout_s": pa.float64(),
     "seed": pa.int64(),
+    "layout": pa.string(),
+    "memslots": pa.string(),  # engine.memslots_text: canonical JSON, null for a preset layout
+    "split_ratio": pa.float64(),
 }
 assert set(_SCENARIO_TYPES) == set(SCENARIO_FIELDS), "schema out of step with engine.Scenario"
 

@@ -34,6 +34,24 @@ def test_fast_equals_reference(kw, cost_model) -> None:
     assert_same(Scenario(**kw), cost_model)
 
 
+@DIFFERENTIAL
+@given(
+    kw=scenario_kwargs(form="memslots"), cost_model=st.sampled_from(["seed-2022", "upstream-6.13"])
+)
+def test_fast_equals_reference_on_memslot_layouts(kw, cost_model) -> None:
+    """Random slot lists (2 to 4 slots, unaligned edges, mixed backing page
+    sizes, partial population, split ratios in [0, 1]) under every other
+    option: tables that mix leaves and child tables, leaves at three
+    levels, edges inside one table."""
+    assert_same(Scenario(**kw), cost_model)
+
+
+@DIFFERENTIAL
+@given(kw=scenario_kwargs(form="q35"), cost_model=st.sampled_from(["seed-2022", "upstream-6.13"]))
+def test_fast_equals_reference_on_q35(kw, cost_model) -> None:
+    assert_same(Scenario(**kw), cost_model)
+
+
 @st.composite
 def contended(draw) -> Scenario:
     """Where the walks differ most: a contended CPU (``always``) or short

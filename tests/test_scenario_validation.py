@@ -203,7 +203,6 @@ def test_guest_memory_beyond_the_4_level_root_table() -> None:
         "",
         "1 GiB 2",
         "1gib",
-        None,
         [1],
         1.5,
     ],
@@ -211,6 +210,12 @@ def test_guest_memory_beyond_the_4_level_root_table() -> None:
 def test_guest_memory_malformed(memory) -> None:
     err = rejects("guest_memory", guest_memory=memory)
     assert err.value is memory or err.value == memory
+
+
+def test_guest_memory_omitted_is_one_gib() -> None:
+    """None is the default: 1 GiB for a preset layout (memslots: their total)."""
+    assert Scenario(guest_memory=None).guest_memory == 1 << 30
+    assert Scenario().guest_memory == 1 << 30
 
 
 @pytest.mark.parametrize(

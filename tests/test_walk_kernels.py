@@ -14,12 +14,16 @@ from engine.reference import TdpIter, WalkError
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2**40 + 17, 2**63 - 1])
-def test_compiled_rank_map_equals_the_population_draw(seed):
-    tables = np.array([0, 1, 2, 511, 512, 123_456, 8_388_607], dtype=np.int64)
-    midx, add = P.rank_map_key(seed, tables)
-    key = P.rank_map_stream_key(seed)
+@pytest.mark.parametrize("slot, level, backing", [(0, 1, 1), (0, 1, 3), (2, 2, 3), (32763, 1, 2)])
+def test_compiled_rank_map_equals_the_population_draw(seed, slot, level, backing):
+    tables = np.array([0, 1, 2, 511, 512, 123_456, 8_388_607, 2**31 - 1], dtype=np.int64)
+    keys = P.run_key(tables, slot, level, backing)
+    midx, add = P.rank_map_key(seed, keys)
+    stream = P.rank_map_stream_key(seed)
+    salt = P.run_key(0, slot, level, backing)
     for t, m, a in zip(tables, midx, add, strict=True):
-        assert K._rank_map(key, np.int64(t)) == (m, a)
+        # The kernel salts a table index as population.run_key does.
+        assert K._rank_map(stream, np.uint64(t) ^ salt) == (m, a)
 
 
 def test_compiled_prefix_counts_equal_counting_the_ranks():
