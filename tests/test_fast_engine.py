@@ -118,6 +118,22 @@ def test_cached_guest_and_passes_change_nothing(kw, variants, cost_model) -> Non
         assert cached == simulate(scenario, "fast", cost_model), scenario
 
 
+def test_guest_cache_tells_layouts_apart() -> None:
+    """Scenarios that differ only in their memory layout build other tables."""
+    guests = GuestCache(size=4)
+    base = dict(guest_memory="4GiB", page_size="2M", zap_levels="per_level", resched="always")
+    slots = [dict(gpa=0, size="1GiB"), dict(gpa="2GiB", size=(2 << 30) - 4096)]
+    for kw in (
+        dict(base),
+        dict(base, layout="q35"),
+        dict(base, split_ratio=0.5),
+        dict(base, guest_memory=None, memslots=slots),
+        dict(base, guest_memory=None, memslots=[dict(slots[0], page_size="4K"), slots[1]]),
+    ):
+        s = Scenario(**kw)
+        assert simulate(s, "fast", guests=guests) == simulate(s, "fast"), kw
+
+
 @st.composite
 def tick_heavy(draw) -> Scenario:
     """Guests big enough that many yields fall inside full tables, so the
