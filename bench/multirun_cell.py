@@ -22,7 +22,7 @@ from hydra.core.config_store import ConfigStore  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 from engine import simulate  # noqa: E402
-from sweep.grid import expand  # noqa: E402
+from sweep.run.grid import expand  # noqa: E402
 
 
 @dataclass

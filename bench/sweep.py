@@ -7,20 +7,26 @@ Measures, on the 10,000 cells of ``grid=bench`` (conf/grid/bench.yaml), with
 the fast engine and 2 CPUs:
 
 - ``loop``: a plain in-process loop over ``engine.simulate``;
-- ``serial``: zapsweep's own batch function (``sweep.cells.run_batch``, cells of
-  one VM shape sharing their page table and passes) over the same cells in one
-  process, batches of 256: what zapsweep does without Ray, for comparison;
+- ``serial``: zapsweep's own batch function (``sweep.run.cells.run_range``:
+  expand a range of the grid, validate, hash, simulate with cells of one VM
+  shape sharing their page table and passes, build the Arrow table) over the
+  same grid in one process, ranges of 256: what a worker does, without Ray;
 - ``zapsweep``: the ``zapsweep`` command (Ray with ``ray.num_cpus=2``, Parquet
   written); cells/s over the sweep itself, and over the whole command (Ray start
-  and shutdown included);
+  and shutdown included); the driver's own CPU time;
+- ``encode``: where a range's rows become Parquet, side by side in one process
+  on one local Ray: on the workers (the default: the driver only writes bytes)
+  or on the driver (workers return Arrow tables);
+- ``fsync``: the price of durability: the driver's writer on the bench's rows,
+  fsyncs on and off;
 - ``tune``: the same cells as trials of Ray Tune's ``grid_search``; Tune
   takes seconds per trial here, so by default only the first
   ``--tune-cells`` (200) run and cells/s is compared (``--tune-cells 10000``
   runs them all, for hours);
 - ``multirun``: the first ``--multirun-cells`` (200) cells as Hydra
   ``--multirun`` jobs with the hydra-ray-launcher, per cell;
-- ``big``: a 10^5-cell grid through ``zapsweep``: time to first result and the
-  driver's peak resident memory.
+- ``big``: a 10^6-cell grid (``--big-seeds 1000``) through ``zapsweep``: time to
+  first result and the driver's peak resident memory.
 
 Needs the ``bench`` extra (ray[tune], hydra-ray-launcher).
 """
@@ -45,19 +51,23 @@ from hydra import compose, initialize_config_module  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 from engine import Scenario, load_cost_model, simulate  # noqa: E402
-from sweep.config import register_configs  # noqa: E402
-from sweep.grid import expand  # noqa: E402
+from sweep.run.config import register_configs  # noqa: E402
+from sweep.run.grid import Grid, expand  # noqa: E402
 
 BIN = Path(sys.executable).parent
 HERE = Path(__file__).resolve().parent
 CPUS = 2
 
 
-def bench_scenarios(grid: str = "bench") -> list[Scenario]:
+def bench_grid(grid: str = "bench") -> dict:
     register_configs()
     with initialize_config_module(config_module="conf", version_base="1.3"):
         cfg = compose(config_name="config", overrides=[f"grid={grid}"])
-    return list(expand(OmegaConf.to_container(cfg.grid)))
+    return OmegaConf.to_container(cfg.grid)
+
+
+def bench_scenarios(grid: str = "bench") -> list[Scenario]:
+    return list(expand(bench_grid(grid)))
 
 
 def run_loop(scenarios: list[Scenario]) -> dict:
@@ -69,16 +79,88 @@ def run_loop(scenarios: list[Scenario]) -> dict:
     return {"cells": len(scenarios), "seconds": seconds, "cells_per_s": len(scenarios) / seconds}
 
 
-def run_serial(scenarios: list[Scenario], batch: int = 256) -> dict:
-    from sweep.cells import RunSettings, make_cell, run_batch
+def run_serial(batch: int = 256) -> dict:
+    from sweep.run.cells import RunSettings, run_range
 
+    grid = Grid.of(bench_grid())
     settings = RunSettings("fast", load_cost_model("seed-2022"))
     start = time.perf_counter()
-    cells = [make_cell(s, settings) for s in scenarios]
-    for lo in range(0, len(cells), batch):
-        run_batch(cells[lo : lo + batch], settings)
+    cells = sum(
+        run_range(grid, settings, lo, lo + batch).counts.ok for lo in range(0, grid.size, batch)
+    )
     seconds = time.perf_counter() - start
-    return {"cells": len(scenarios), "seconds": seconds, "cells_per_s": len(scenarios) / seconds}
+    return {"cells": cells, "seconds": seconds, "cells_per_s": cells / seconds}
+
+
+def run_encode_modes(workdir: Path, rounds: int = 3) -> dict:
+    """The same sweep with rows encoded on the workers and on the driver, alternately."""
+    import ray
+
+    from sweep.dataset import ResultWriter, RunDir
+    from sweep.run.cells import RunSettings
+    from sweep.run.runner import RunPlan, run
+    from sweep.run.session import init_local_ray, warm_workers
+
+    grid = Grid.of(bench_grid())
+    settings = RunSettings("fast", load_cost_model("seed-2022"))
+    init_local_ray(num_cpus=CPUS)
+    warm_workers(CPUS)  # as the zapsweep command does when its session starts
+    out: dict = {"worker": [], "driver": []}
+    try:
+        for i in range(rounds):
+            for where in ("worker", "driver"):
+                writer = ResultWriter(RunDir.at(workdir / f"encode-{where}-{i}"), {})
+                cpu, wall = time.process_time(), time.perf_counter()
+                stats = run(RunPlan(grid, settings, encode_on=where), writer)
+                out[where].append(
+                    {
+                        "sweep_seconds": time.perf_counter() - wall,
+                        "driver_cpu_s": time.process_time() - cpu,
+                        "first_result_seconds": stats.first_result_s,
+                        "cells": stats.ok,
+                    }
+                )
+                writer.close()
+    finally:
+        ray.shutdown()
+    for where in ("worker", "driver"):
+        out[f"{where}_best"] = {
+            k: min(r[k] for r in out[where]) for k in ("sweep_seconds", "driver_cpu_s")
+        }
+    return out
+
+
+def run_fsync(workdir: Path, batch: int = 256) -> dict:
+    """The driver's writer on the bench's rows (encoded once), fsyncs on and off."""
+    from unittest import mock
+
+    from sweep.dataset import ResultWriter, RunDir, encode
+    from sweep.run.cells import RunSettings, run_range
+
+    grid = Grid.of(bench_grid())
+    settings = RunSettings("fast", load_cost_model("seed-2022"))
+    files = [
+        encode(run_range(grid, settings, lo, lo + batch).rows, {})
+        for lo in range(0, grid.size, batch)
+    ]
+    out = {}
+    for label, patch in (("fsync", None), ("no_fsync", mock.patch("os.fsync"))):
+        for i in range(2):
+            writer = ResultWriter(RunDir.at(workdir / f"{label}-{i}"), {})
+            if patch is not None:
+                patch.start()
+            start = time.perf_counter()
+            placed = sum(len(writer.place(f)) for f in files)
+            seconds = time.perf_counter() - start
+            if patch is not None:
+                patch.stop()
+            out.setdefault(label, []).append({"seconds": seconds, "files": placed})
+    best = {k: min(r["seconds"] for r in v) for k, v in out.items()}
+    out["fsync_cost_per_file_ms"] = (
+        (best["fsync"] - best["no_fsync"]) / out["fsync"][0]["files"] * 1e3
+    )
+    out["fsync_cost_per_10k_cells_s"] = (best["fsync"] - best["no_fsync"]) * 10_000 / grid.size
+    return out
 
 
 def run_zapsweep(overrides: list[str], workdir: Path) -> dict:
@@ -110,6 +192,8 @@ def run_zapsweep(overrides: list[str], workdir: Path) -> dict:
         "command_seconds": wall,
         "sweep_seconds": t["sweep_s"],
         "ray_start_seconds": t["ray_start_s"],
+        "driver_cpu_s": t["driver_cpu_s"],
+        "driver_cpu_s_per_10k_cells": t["driver_cpu_s"] * 10_000 / max(cells, 1),
         "first_result_seconds": t["first_result_s"],
         "driver_peak_rss_mib": t["driver_peak_rss_bytes"] / 2**20,
         "cells_per_s": cells / t["sweep_s"],
@@ -170,10 +254,10 @@ def run_multirun(cells: int, workdir: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--only", default="loop,serial,zapsweep,tune,multirun,big")
+    p.add_argument("--only", default="loop,serial,zapsweep,encode,fsync,tune,multirun,big")
     p.add_argument("--tune-cells", type=int, default=200, help="the first N bench cells")
     p.add_argument("--multirun-cells", type=int, default=200)
-    p.add_argument("--big-seeds", type=int, default=100, help="10^5 cells = 1000 x seeds")
+    p.add_argument("--big-seeds", type=int, default=1000, help="10^6 cells = 1000 x seeds")
     p.add_argument("--out", type=Path, default=Path("outputs/bench-sweep.json"))
     args = p.parse_args(argv)
     only = set(args.only.split(","))
@@ -185,11 +269,17 @@ def main(argv: list[str] | None = None) -> int:
             figures["loop"] = run_loop(scenarios)
             print("loop", figures["loop"], flush=True)
         if "serial" in only:
-            figures["serial"] = run_serial(scenarios)
+            figures["serial"] = run_serial()
             print("serial", figures["serial"], flush=True)
         if "zapsweep" in only:
             figures["zapsweep"] = run_zapsweep(["grid=bench"], work)
             print("zapsweep", figures["zapsweep"], flush=True)
+        if "encode" in only:
+            figures["encode"] = run_encode_modes(work)
+            print("encode", figures["encode"], flush=True)
+        if "fsync" in only:
+            figures["fsync"] = run_fsync(work)
+            print("fsync", figures["fsync"], flush=True)
         if "tune" in only:
             figures["tune"] = run_tune(scenarios[: args.tune_cells], work)
             print("tune", figures["tune"], flush=True)

@@ -5,7 +5,7 @@ on top of a small valid base (``grid=smoke engine=reference``); the error
 message must name ``key`` and contain ``allowed`` (a piece of the allowed
 values).  Run as a script (``bad_configs.py [SHARD SHARDS]``), this module
 runs every case (of its shard) through the CLI's Python entry point
-(``sweep.cli.main``) in this one process and prints, per
+(``sweep.run.cli.main``) in this one process and prints, per
 case, the exit code, the message, and whether Ray was started: it must not be,
 so the script checks ``ray.is_initialized()`` and this process's children
 (a raylet or GCS would be one) after each case.
@@ -145,7 +145,7 @@ def _children() -> list[int]:
 def run_all(shard: int = 0, shards: int = 1) -> list[dict]:
     import ray
 
-    from sweep import cli
+    from sweep.run import cli
 
     out = []
     root = Path(tempfile.mkdtemp(prefix="zapsweep-bad-"))

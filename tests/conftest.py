@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import ray
 
-from sweep.runner import init_local_ray
+from sweep.run.session import init_local_ray
 
 
 @pytest.fixture(scope="session")

@@ -25,7 +25,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from sweep.results import open_dataset
+from sweep.dataset import open_dataset
 
 BIN = Path(sys.executable).parent
 

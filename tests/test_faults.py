@@ -18,7 +18,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from sweep.results import open_dataset
+from sweep.dataset import open_dataset
 
 HERE = Path(__file__).parent
 ZAPSWEEP = str(Path(sys.executable).with_name("zapsweep"))

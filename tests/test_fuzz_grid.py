@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine import SCENARIO_FIELDS, Scenario, ScenarioError
-from sweep.grid import GridCounts, GridError, expand, grid_axes, grid_size
-from sweep.validate import ConfigError, check_grid
+from sweep.run.grid import GridCounts, GridError, expand, grid_axes, grid_size
+from sweep.run.validate import ConfigError, check_grid
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from hydra import compose, initialize_config_module
 from hydra.errors import ConfigCompositionException
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from omegaconf import OmegaConf
 from omegaconf.errors import ValidationError
 
-from engine import SCENARIO_FIELDS
-from sweep.config import GridConfig, register_configs
-from sweep.grid import GridCounts, GridError, combinations, expand, grid_axes, grid_size
+from engine import SCENARIO_FIELDS, load_cost_model
+from sweep.run.cells import RunSettings, cell_id, new_cells
+from sweep.run.config import GridConfig, register_configs
+from sweep.run.grid import (
+    Grid,
+    GridCounts,
+    GridError,
+    combinations,
+    expand,
+    grid_axes,
+    grid_size,
+)
 
 register_configs()
 
@@ -190,3 +202,105 @@ def test_cost_model_is_chosen_by_name_from_conf():
     with pytest.raises(ConfigCompositionException) as err:
         _compose("cost_model=no-such-model")
     assert "cost_model" in str(err.value)
+
+
+# The indexable grid: ranges, and duplicates told within a range ------------------------
+
+SPELLED_TWICE = {
+    "paging_levels": [4, 5],
+    "guest_memory": ["16MiB", "16384KiB", "32MiB"],
+    "zap_levels": ["per_level", "upstream", "4K,2M,1G,root", "4K,2M,1G,512G,root", "root"],
+    "host_phys_bits": [None, 46, 52],
+    "dirty_ratio": [0.5, 0.25],
+    "exclude": [{"guest_memory": "16MiB", "zap_levels": "upstream"}],
+}
+
+
+def test_ranges_of_the_grid_are_its_combinations_in_order():
+    grid = Grid.of(SPELLED_TWICE)
+    whole = list(combinations(SPELLED_TWICE))
+    assert grid.size == len(whole) == 2 * 3 * 5 * 3 * 2
+    for size in (1, 7, 64, grid.size):
+        pieces = [
+            c for lo in range(0, grid.size, size) for _, c in grid.combinations(lo, lo + size)
+        ]
+        assert pieces == whole
+    for i, (digits, cell) in enumerate(grid.combinations()):
+        assert grid.index(digits) == i and grid.digits(i) == digits and cell == whole[i]
+
+
+def _first_occurrences(grid_spec: dict, settings) -> list[str]:
+    """Cell ids in grid order, each at its first valid, not excluded combination."""
+    seen: dict[str, None] = {}
+    for scenario in expand(grid_spec):
+        seen.setdefault(cell_id(scenario, settings), None)
+    return list(seen)
+
+
+@pytest.mark.parametrize("size", [1, 2, 5, 13, 1000])
+def test_every_cell_runs_once_however_the_grid_is_cut(size):
+    settings = RunSettings("fast", load_cost_model("seed-2022"))
+    grid = Grid.of(SPELLED_TWICE)
+    ran, duplicates, valid = [], 0, 0
+    for lo in range(0, grid.size, size):
+        cells, counts = new_cells(grid, settings, lo, lo + size, None)
+        ran += [c.cell_id for c in cells]
+        duplicates += counts.duplicates
+        valid += counts.grid.valid
+    expected = _first_occurrences(SPELLED_TWICE, settings)
+    assert ran == expected  # each cell once, at its first combination, in grid order
+    assert duplicates == valid - len(expected) > 0
+
+
+def test_cells_already_done_are_skipped_by_their_keys():
+    settings = RunSettings("fast", load_cost_model("seed-2022"))
+    grid = Grid.of(SPELLED_TWICE)
+    every, _ = new_cells(grid, settings, 0, grid.size, None)
+    done = np.unique(np.array([int(c.cell_id, 16) for c in every[::3]], dtype=np.uint64))
+    rest, counts = new_cells(grid, settings, 0, grid.size, done)
+    assert [c.cell_id for c in rest] == [c.cell_id for i, c in enumerate(every) if i % 3]
+    assert counts.resumed == len(done)
+
+
+POOLS = {
+    "paging_levels": [4, 5],
+    "guest_memory": ["16MiB", "16384KiB", 16 << 20, "32MiB", "2MiB"],
+    "page_size": ["4K", "2M"],
+    "zap_levels": [
+        "per_level",
+        "upstream",
+        "4K,2M,1G,root",
+        "4K,2M,1G,512G,root",
+        "root",
+        "1G,root",
+        "two_pass",
+    ],  # fmt: skip
+    "host_phys_bits": [None, 46, 52],
+    "dirty_ratio": [0.5, 1, 1.0, 0.25],
+    "resched_interval_us": [1000, 1000.0, 500],
+}
+
+
+@st.composite
+def spelled_grids(draw):
+    grid = {
+        name: draw(st.lists(st.sampled_from(pool), min_size=1, max_size=4))
+        for name, pool in POOLS.items()
+        if draw(st.booleans())
+    }
+    if grid and draw(st.booleans()):
+        name = draw(st.sampled_from(sorted(grid)))
+        grid["exclude"] = [{name: draw(st.sampled_from(grid[name]))}]
+    return grid, draw(st.integers(min_value=1, max_value=40))
+
+
+@settings(max_examples=150, deadline=None)
+@given(spelled_grids())
+def test_spellings_of_one_cell_run_once_wherever_the_ranges_cut(case):
+    spec, size = case
+    settings_ = RunSettings("reference", load_cost_model("seed-2022"))
+    grid = Grid.of(spec)
+    ran = []
+    for lo in range(0, grid.size, size):
+        ran += [c.cell_id for c in new_cells(grid, settings_, lo, lo + size, None)[0]]
+    assert ran == _first_occurrences(spec, settings_)

@@ -25,12 +25,12 @@ import pyarrow.parquet as pq
 import pytest
 from hydra import compose, initialize_config_module
 
-from sweep.cli import sweep
-from sweep.integrity import QUARANTINE, scan_results
-from sweep.lock import LOCK_FILE, LockHolder, RunDirLocked, run_dir_lock
-from sweep.reaper import descendants
-from sweep.results import open_dataset
-from sweep.validate import OutputError
+from sweep.dataset import RunDir, check_dataset, open_dataset
+from sweep.dataset.layout import LOCK_FILE, QUARANTINE
+from sweep.run.cli import sweep
+from sweep.run.lock import LockHolder, RunDirLocked, run_dir_lock
+from sweep.run.reaper import descendants
+from sweep.run.validate import OutputError
 
 ROOT = Path(__file__).resolve().parents[1]
 ZAPSWEEP = str(Path(sys.executable).with_name("zapsweep"))
@@ -124,21 +124,51 @@ def test_bad_files_are_quarantined_named_and_their_cells_rerun(ray_local, tmp_pa
         assert moved.exists() and moved.with_name(moved.name + ".why").read_text().strip()
         assert str(path) in caplog.text  # the warning names the file
     assert again["status"] == "complete"
-    assert scan_results(run_dir / "results").bad == []
+    assert check_dataset(RunDir.at(run_dir)).bad == []
 
 
-def test_report_names_and_moves_a_bad_file(ray_local, tmp_path, capsys):
-    from sweep import report_cli
+def _snapshot(root: Path) -> dict[str, bytes]:
+    """Every file under ``root``, by relative path, with its bytes."""
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def test_report_leaves_a_corrupt_dataset_unchanged_and_the_next_sweep_quarantines(
+    ray_local, tmp_path, capsys
+):
+    from sweep.report import cli as report_cli
 
     run_dir = tmp_path / "run"
-    sweep(_cfg(), run_dir)
+    first = sweep(_cfg(), run_dir)
     files = sorted((run_dir / "results").rglob("*.parquet"))
     held = _damage(files[:2])
+    flipped = files[2]  # one bit of page data: only the page checksum can tell
+    held[flipped] = pq.read_table(flipped, columns=["cell_id"])["cell_id"].to_pylist()
+    _flip_last_page_byte(flipped, "status")
+    before = _snapshot(run_dir / "results")
+
     assert report_cli.main([str(run_dir)]) == 0
     err = capsys.readouterr().err
+    assert _snapshot(run_dir / "results") == before  # byte for byte, nothing moved
+    assert not (run_dir / QUARANTINE).exists()
     for path in held:
-        assert str(path) in err and not path.exists()
-        assert (run_dir / QUARANTINE / path.relative_to(run_dir / "results")).exists()
+        assert f"skipped bad results file {path} (" in err  # named, with the reason
+    md = (run_dir / "report.md").read_text()
+    assert f"## Skipped files ({len(held)})" in md
+    for path in held:
+        assert str(path) in md
+    rows = first["counts"]["valid"] - sum(len(v) for v in held.values())
+    assert f": {rows} cells (" in md  # the report counts only what it could read
+
+    again = sweep(_cfg(), run_dir)  # the next sweep moves them aside and reruns their cells
+    assert {Path(q["path"]) for q in again["quarantined"]} == set(held)
+    assert again["counts"]["submitted"] == sum(len(v) for v in held.values())
+    for path in held:
+        assert (
+            not path.exists()
+            and (run_dir / QUARANTINE / path.relative_to(run_dir / "results")).exists()
+        )
+    ids = _ids(run_dir)
+    assert len(ids) == len(set(ids)) == first["counts"]["valid"]
 
 
 # One sweep per directory ----------------------------------------------------------------
@@ -196,7 +226,7 @@ def test_a_live_holder_is_named_and_a_dead_ones_lock_is_taken_over(tmp_path, cap
         [
             sys.executable,
             "-c",
-            "import sys, time; from sweep.lock import run_dir_lock\n"
+            "import sys, time; from sweep.run.lock import run_dir_lock\n"
             "with run_dir_lock(sys.argv[1]):\n    print('held', flush=True); time.sleep(60)",
             str(tmp_path),
         ],
@@ -387,7 +417,7 @@ def test_no_host_address_is_hard_coded():
 
 REAPED = """
 import subprocess, sys, time
-from sweep.reaper import Reaper
+from sweep.run.reaper import Reaper
 reaper = Reaper()
 orphan = subprocess.Popen(["sleep", "300"], start_new_session=True)  # outlives us unaided
 time.sleep(1)  # let the watcher see it

@@ -14,7 +14,9 @@ import pytest
 from matplotlib.image import imread
 from report_data import MS, TIB, known_rows, row, shapes_rows, write_dataset
 
-from sweep import report, report_cli, summary
+from sweep import report
+from sweep.report import cli as report_cli
+from sweep.report import summary
 
 MANIFEST = {"grid": "seed", "engine": "reference", "git_commit": "abc123", "cells": 17}
 

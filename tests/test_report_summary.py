@@ -11,7 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 from report_data import GIB, MS, SCHEMA, TIB, S, known_rows, row, shapes_rows, write_dataset
 
-from sweep import report, summary
+from sweep import report
+from sweep.report import summary
 
 
 def _groups(rows: list[dict]) -> dict:
@@ -179,7 +180,7 @@ def test_aggregates_read_only_the_columns_they_need(tmp_path):
         basename_template="odd-{i}.parquet",
     )
     with pytest.raises(pl.exceptions.SchemaError):
-        summary.scan_results(tmp_path).collect()
+        summary.scan(tmp_path).collect()
     assert summary.summarize(tmp_path)["worst_max_op_ns"][0] == 77 * MS
     written = report.write_report(tmp_path)
     assert written["report_html"].is_file()

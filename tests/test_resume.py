@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from sweep.results import done_cell_ids, open_dataset
+from sweep.dataset import RunDir, check_dataset, open_dataset
 
 ZAPSWEEP = str(Path(sys.executable).with_name("zapsweep"))
 # Slow on purpose: one CPU, two cells per task, one task at a time.
@@ -55,7 +55,7 @@ def test_killed_driver_then_rerun_gives_every_cell_exactly_once(tmp_path):
     driver.wait(timeout=30)
 
     partial = open_dataset(run_dir / "results").to_table().num_rows
-    ids_before = done_cell_ids(run_dir / "results")
+    ids_before = check_dataset(RunDir.at(run_dir)).cell_ids
     assert 0 < partial == len(ids_before)
 
     rerun = _zapsweep(run_dir)

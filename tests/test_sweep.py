@@ -8,9 +8,9 @@ import polars as pl
 import pytest
 from hydra import compose, initialize_config_module
 
-from sweep.cli import sweep
-from sweep.results import open_dataset
-from sweep.runner import auto_batch_size
+from sweep.dataset import open_dataset
+from sweep.run.cli import sweep
+from sweep.run.runner import auto_batch_size
 
 SMOKE = ["grid=smoke", "engine=reference", "report=false", "progress.bar=false"]
 
@@ -113,9 +113,8 @@ def test_local_ray_is_on_loopback(ray_local):
 
 def test_a_batch_lost_for_good_becomes_error_rows():
     from engine import Scenario, load_cost_model
-    from sweep.cells import RunSettings, make_cell
-    from sweep.runner import error_table
-    from sweep.schema import ROW_SCHEMA
+    from sweep.dataset.schema import ROW_SCHEMA
+    from sweep.run.cells import RunSettings, error_table, make_cell
 
     settings = RunSettings("fast", load_cost_model("seed-2022"))
     cells = [make_cell(Scenario(seed=s), settings) for s in (0, 1)]

@@ -21,8 +21,8 @@ import ray
 from hydra import compose, initialize_config_module
 from ray.cluster_utils import Cluster
 
-from sweep.cli import sweep
-from sweep.results import open_dataset
+from sweep.dataset import open_dataset
+from sweep.run.cli import sweep
 
 OVERRIDES = [
     "grid=smoke",
@@ -51,7 +51,7 @@ def _running_task(raylet_pid: int) -> int | None:
             cmdline = (stat.parent / "cmdline").read_bytes()
         except (OSError, ValueError, IndexError):
             continue
-        if b"_batch_task" in cmdline:
+        if b"run_range_task" in cmdline:
             return int(stat.parent.name)
     return None
 

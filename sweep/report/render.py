@@ -2,7 +2,7 @@
 a self-contained report.html and plots/*.png, plus the terminal headline.
 
 ``write_report(run_dir)`` is called at the end of every sweep;
-``zapsweep-report`` (``sweep.report_cli``) runs it on any run directory.
+``zapsweep-report`` (``sweep.report.cli``) runs it on any run directory.
 """
 
 from __future__ import annotations
@@ -20,10 +20,18 @@ from typing import Any
 import polars as pl
 
 from engine import format_memory
+from sweep.dataset import BadFile, read_manifest
 
 from . import plots, summary
 from .plots import fmt_seconds
-from .summary import DEFAULT_GROUP_KEYS, VERDICT_COLUMNS, VERDICT_KEYS, Source
+from .summary import (
+    DEFAULT_GROUP_KEYS,
+    VERDICT_COLUMNS,
+    VERDICT_KEYS,
+    Results,
+    Source,
+    open_results,
+)
 
 DEFAULT_BUDGET_MS = 100.0
 DEFAULT_STALL_TIMEOUT_S = 21.0
@@ -205,35 +213,24 @@ class ReportData:
     errors: pl.DataFrame
     provenance: dict[str, list]
     manifest: dict | None
-
-
-def load_manifest(path: str | Path) -> dict | None:
-    """``manifest.json`` of the run, if there is one and it parses."""
-    p = Path(path)
-    candidates = [p / "manifest.json", summary.output_dir(p) / "manifest.json"]
-    for c in candidates:
-        if c.is_file():
-            try:
-                return json.loads(c.read_text())
-            except (OSError, json.JSONDecodeError) as e:
-                return {"unreadable manifest.json": str(e)}
-    return None
+    skipped: tuple[BadFile, ...] = ()  # files the integrity check refused, not read
 
 
 def collect(
-    path: str | Path,
+    results: Results,
     budget_ms: float = DEFAULT_BUDGET_MS,
     stall_timeout_s: float = DEFAULT_STALL_TIMEOUT_S,
     group_keys: Sequence[str] | None = None,
+    source: str | None = None,
 ) -> ReportData:
     keys = tuple(group_keys or DEFAULT_GROUP_KEYS)
-    lf = summary.scan_results(path)
+    lf = results.scan()
     verdicts = summary.verdicts(lf, budget_ms)
     price = summary.price_of_safety(lf)
     summ = summary.summarize(lf, keys)
     plot_summary = summ if keys == DEFAULT_GROUP_KEYS else summary.summarize(lf)
     return ReportData(
-        source=str(path),
+        source=source or str(results.run.results),
         budget_ms=budget_ms,
         stall_timeout_s=stall_timeout_s,
         group_keys=keys,
@@ -248,12 +245,15 @@ def collect(
         error_count=summary.error_count(lf),
         errors=summary.error_rows(lf, MAX_ERRORS_LISTED),
         provenance=summary.distinct_values(lf, PROVENANCE_COLUMNS + ("worker",)),
-        manifest=load_manifest(path),
+        manifest=read_manifest(results.run),
+        skipped=results.skipped,
     )
 
 
 def _provenance_rows(data: ReportData) -> list[tuple[str, str]]:
     rows = [("dataset", data.source), ("rows", str(data.rows))]
+    if data.skipped:
+        rows.append(("files skipped", str(len(data.skipped))))
     for c in PROVENANCE_COLUMNS:
         if c in data.provenance:
             rows.append((c, ", ".join(map(str, data.provenance[c])) or "—"))
@@ -268,93 +268,171 @@ def _provenance_rows(data: ReportData) -> list[tuple[str, str]]:
     return rows
 
 
-def _sections(data: ReportData) -> dict[str, pl.DataFrame]:
+# --------------------------------------------------------------------------- sections
+# The report is one list of sections; render_markdown and render_html each draw
+# it.  Prose uses three inline marks: **bold**, *emphasis* and `code`.
+
+
+@dataclass(frozen=True)
+class Text:
+    text: str
+
+
+@dataclass(frozen=True)
+class Bullets:
+    items: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Table:
+    df: pl.DataFrame
+    folded: str | None = None  # in HTML, folded away under this summary line
+
+
+@dataclass(frozen=True)
+class Plot:
+    name: str
+    path: Path
+
+
+Block = Text | Bullets | Table | Plot
+
+
+@dataclass(frozen=True)
+class Section:
+    title: str | None  # None: the report's opening paragraph
+    blocks: tuple[Block, ...]
+    level: int = 2
+
+
+def sections(data: ReportData, plot_paths: dict[str, Path]) -> list[Section]:
+    """The report's content, in order, for both renderers."""
+    budget = fmt_seconds(data.budget_ms / 1e3)
     price = data.price.select(
         *VERDICT_KEYS, "pairs", "median_ratio", "min_ratio", "max_ratio", "total_ratio"
     )
-    verdict_cols = [*VERDICT_KEYS, *VERDICT_COLUMNS]
-    budget = fmt_seconds(data.budget_ms / 1e3)
-    return {
-        "headline": display(
-            data.headline,
-            {
-                **HEADLINE_HEADERS,
-                "under_budget_up_to": f"under {budget} up to",
-                "median_ratio": "total vs root (median)",
-            },
-        ),
-        "verdicts": display(data.verdicts.select(verdict_cols)),
-        "price": display(price),
-        "summary": display(data.summary.head(MAX_SUMMARY_ROWS_MD)),
-        "errors": display(data.errors),
+    headline_headers = {
+        **HEADLINE_HEADERS,
+        "under_budget_up_to": f"under {budget} up to",
+        "median_ratio": "total vs root (median)",
     }
+    skipped = (
+        f" {len(data.skipped)} unreadable result file(s) skipped (listed below)."
+        if data.skipped
+        else ""
+    )
+    groups = f"{data.summary.height} groups by {', '.join(data.group_keys)}"
+    out = [
+        Section(
+            None,
+            (
+                Text(
+                    f"Dataset `{data.source}`: {data.rows} cells "
+                    f"({data.rows - data.error_count} results, {data.error_count} errors). "
+                    f"Latency budget {budget}, RCU stall timeout "
+                    f"{fmt_seconds(data.stall_timeout_s)}.{skipped} Generated "
+                    f"{dt.datetime.now(dt.UTC).isoformat(timespec='seconds')}."
+                ),
+            ),
+        ),
+        Section(
+            "Verdicts",
+            (Bullets(tuple(verdict_lines(data.verdicts, data.budget_ms)) or ("no results",)),),
+        ),
+        Section(
+            "Headline",
+            (
+                Text(
+                    "Per paging depth, page size and strategy, worst over every other field. "
+                    f"*under {budget} up to*: the largest guest memory such that it and every "
+                    "smaller one tested keep the worst single operation strictly under the "
+                    "budget; *no stall up to*: the same for RCU stalls; *total vs root*: "
+                    "median of total_ns / total_ns of `root` on the same cells."
+                ),
+                Table(display(data.headline, headline_headers)),
+            ),
+        ),
+        Section(
+            "Verdict details",
+            (
+                Table(
+                    display(data.verdicts.select(*VERDICT_KEYS, *VERDICT_COLUMNS)),
+                    folded="Verdict details",
+                ),
+            ),
+            level=3,
+        ),
+        Section(
+            "Price of safety",
+            (
+                Text(
+                    "total_ns of each strategy relative to `root` on the same cells (matched "
+                    "on every scenario field except zap_levels, and on engine and cost model)."
+                ),
+                Table(display(price)) if data.price.height else Text("No cells pair with `root`."),
+            ),
+        ),
+        Section("Plots", tuple(Plot(name, p) for name, p in plot_paths.items())),
+        Section(
+            f"Summary ({groups})",
+            (Table(display(data.summary.head(MAX_SUMMARY_ROWS_MD)), folded=groups),)
+            + (
+                (Text(f"First {MAX_SUMMARY_ROWS_MD} groups; all are in `summary.parquet`."),)
+                if data.summary.height > MAX_SUMMARY_ROWS_MD
+                else ()
+            ),
+        ),
+        Section(f"Errors ({data.error_count})", _error_blocks(data)),
+    ]
+    if data.skipped:
+        listed = pl.DataFrame(
+            {"file": [str(b.path) for b in data.skipped], "why": [b.reason for b in data.skipped]}
+        )
+        out.append(
+            Section(
+                f"Skipped files ({len(data.skipped)})",
+                (
+                    Text(
+                        "These files failed the integrity check and were not read; the report "
+                        "left them where they are. The next `zapsweep` into this run directory "
+                        "moves them to `quarantine/` and runs their cells again."
+                    ),
+                    Table(listed),
+                ),
+            )
+        )
+    provenance = pl.DataFrame(_provenance_rows(data), schema=["item", "value"], orient="row")
+    out.append(Section("Provenance", (Table(provenance),)))
+    return out
+
+
+def _error_blocks(data: ReportData) -> tuple[Block, ...]:
+    if not data.error_count:
+        return (Text("No cell failed."),)
+    blocks: tuple[Block, ...] = (Table(display(data.errors)),)
+    if data.error_count > data.errors.height:
+        blocks += (Text(f"First {data.errors.height} listed."),)
+    return blocks
 
 
 TITLE = "zapsweep: worst-case latency of TDP MMU root zaps"
 
 
 def render_markdown(data: ReportData, plot_paths: dict[str, Path], out_dir: Path) -> str:
-    t = _sections(data)
-    budget = fmt_seconds(data.budget_ms / 1e3)
     md = [f"# {TITLE}", ""]
-    md += [
-        f"Dataset `{data.source}`: {data.rows} cells "
-        f"({data.rows - data.error_count} results, {data.error_count} errors). "
-        f"Latency budget {budget}, RCU stall timeout {fmt_seconds(data.stall_timeout_s)}. "
-        f"Generated {dt.datetime.now(dt.UTC).isoformat(timespec='seconds')}.",
-        "",
-        "## Verdicts",
-        "",
-    ]
-    md += [f"- {line}" for line in verdict_lines(data.verdicts, data.budget_ms)] or ["- no results"]
-    md += [
-        "",
-        "## Headline",
-        "",
-        "Per paging depth, page size and strategy, worst over every other field. "
-        f"*under {budget} up to*: the largest guest memory such that it and every smaller one "
-        "tested keep the worst single operation strictly under the budget; *no stall up to*: "
-        "the same for RCU stalls; *total vs root*: median of total_ns / total_ns of `root` on "
-        "the same cells.",
-        "",
-        markdown_table(t["headline"]),
-        "",
-        "### Verdict details",
-        "",
-        markdown_table(t["verdicts"]),
-        "",
-        "## Price of safety",
-        "",
-        "total_ns of each strategy relative to `root` on the same cells (matched on every "
-        "scenario field except zap_levels, and on engine and cost model).",
-        "",
-        markdown_table(t["price"]) if data.price.height else "No cells pair with `root`.",
-        "",
-        "## Plots",
-        "",
-    ]
-    for name, p in plot_paths.items():
-        md += [f"![{name}]({p.relative_to(out_dir).as_posix()})", ""]
-    md += [
-        f"## Summary ({data.summary.height} groups by {', '.join(data.group_keys)})",
-        "",
-        markdown_table(t["summary"]),
-        "",
-    ]
-    if data.summary.height > MAX_SUMMARY_ROWS_MD:
-        md += [f"First {MAX_SUMMARY_ROWS_MD} groups; all are in `summary.parquet`.", ""]
-    md += [f"## Errors ({data.error_count})", ""]
-    if data.error_count:
-        md += [markdown_table(t["errors"]), ""]
-        if data.error_count > data.errors.height:
-            md += [f"First {data.errors.height} listed.", ""]
-    else:
-        md += ["No cell failed.", ""]
-    md += ["## Provenance", ""]
-    md += [
-        markdown_table(pl.DataFrame(_provenance_rows(data), schema=["item", "value"], orient="row"))
-    ]
-    return "\n".join(md) + "\n"
+    for section in sections(data, plot_paths):
+        if section.title is not None:
+            md += [f"{'#' * section.level} {section.title}", ""]
+        for block in section.blocks:
+            if isinstance(block, Text):
+                md += [block.text, ""]
+            elif isinstance(block, Bullets):
+                md += [f"- {item}" for item in block.items] + [""]
+            elif isinstance(block, Table):
+                md += [markdown_table(block.df), ""]
+            else:
+                md += [f"![{block.name}]({block.path.relative_to(out_dir).as_posix()})", ""]
+    return "\n".join(md).rstrip("\n") + "\n"
 
 
 CSS = """
@@ -370,56 +448,44 @@ li{margin:.3em 0}
 """
 
 
-def _md_inline(text: str) -> str:
-    """The two inline markups verdict lines use (**bold**, `code`), as HTML."""
+def _inline_html(text: str) -> str:
+    """The report's inline marks (**bold**, *emphasis*, `code`) as HTML."""
     out = html.escape(text)
-    parts = out.split("**")
-    out = "".join(f"<strong>{p}</strong>" if i % 2 else p for i, p in enumerate(parts))
-    parts = out.split("`")
-    return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
+    for mark, tag in (("**", "strong"), ("*", "em"), ("`", "code")):
+        parts = out.split(mark)
+        if len(parts) % 2:  # marks come in pairs; an odd one is left as text
+            out = "".join(f"<{tag}>{p}</{tag}>" if i % 2 else p for i, p in enumerate(parts))
+    return out
 
 
 def render_html(data: ReportData, plot_paths: dict[str, Path]) -> str:
-    t = _sections(data)
-    budget = fmt_seconds(data.budget_ms / 1e3)
     h = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'>",
         f"<title>{html.escape(TITLE)}</title><style>{CSS}</style></head><body>",
         f"<h1>{html.escape(TITLE)}</h1>",
-        f"<p>Dataset <code>{html.escape(data.source)}</code>: {data.rows} cells "
-        f"({data.rows - data.error_count} results, {data.error_count} errors). "
-        f"Latency budget {budget}, RCU stall timeout {fmt_seconds(data.stall_timeout_s)}.</p>",
-        "<h2>Verdicts</h2><ul>",
     ]
-    h += [f"<li>{_md_inline(x)}</li>" for x in verdict_lines(data.verdicts, data.budget_ms)]
-    h += [
-        "</ul><h2>Headline</h2>",
-        f"<p><em>under {budget} up to</em>: the largest guest memory such that it and every "
-        "smaller one tested keep the worst single operation strictly under the budget; "
-        "<em>no stall up to</em>: the same for RCU stalls; <em>total vs root</em>: median of "
-        "total_ns / total_ns of <code>root</code> on the same cells.</p>",
-        html_table(t["headline"]),
-        "<details><summary>Verdict details</summary>",
-        html_table(t["verdicts"]),
-        "</details><h2>Price of safety</h2>",
-        "<p>total_ns of each strategy relative to <code>root</code> on the same cells.</p>",
-        html_table(t["price"]) if data.price.height else "<p>No cells pair with root.</p>",
-        "<h2>Plots</h2>",
-    ]
-    for name, p in plot_paths.items():
-        b64 = base64.b64encode(p.read_bytes()).decode("ascii")
-        h.append(f"<p><img alt='{html.escape(name)}' src='data:image/png;base64,{b64}'></p>")
-    h += [
-        f"<h2>Summary</h2><details><summary>{data.summary.height} groups by "
-        f"{html.escape(', '.join(data.group_keys))}</summary>",
-        html_table(t["summary"]),
-        "</details>",
-        f"<h2>Errors ({data.error_count})</h2>",
-        html_table(t["errors"]) if data.error_count else "<p>No cell failed.</p>",
-        "<h2>Provenance</h2>",
-        html_table(pl.DataFrame(_provenance_rows(data), schema=["item", "value"], orient="row")),
-        "</body></html>",
-    ]
+    for section in sections(data, plot_paths):
+        folded = all(isinstance(b, Table) and b.folded for b in section.blocks)
+        if section.title is not None and not (folded and section.level > 2):
+            h.append(f"<h{section.level}>{html.escape(section.title)}</h{section.level}>")
+        for block in section.blocks:
+            if isinstance(block, Text):
+                h.append(f"<p>{_inline_html(block.text)}</p>")
+            elif isinstance(block, Bullets):
+                h.append("<ul>" + "".join(f"<li>{_inline_html(x)}</li>" for x in block.items))
+                h.append("</ul>")
+            elif isinstance(block, Table) and block.folded:
+                h.append(f"<details><summary>{html.escape(block.folded)}</summary>")
+                h += [html_table(block.df), "</details>"]
+            elif isinstance(block, Table):
+                h.append(html_table(block.df))
+            else:
+                b64 = base64.b64encode(block.path.read_bytes()).decode("ascii")
+                h.append(
+                    f"<p><img alt='{html.escape(block.name)}' "
+                    f"src='data:image/png;base64,{b64}'></p>"
+                )
+    h.append("</body></html>")
     return "\n".join(h) + "\n"
 
 
@@ -443,7 +509,7 @@ def write_plots(data: ReportData, plots_dir: Path) -> dict[str, Path]:
 
 
 def write_report(
-    path: str | Path,
+    path: str | Path | Results,
     budget_ms: float = DEFAULT_BUDGET_MS,
     stall_timeout_s: float = DEFAULT_STALL_TIMEOUT_S,
     group_keys: Sequence[str] | None = None,
@@ -451,25 +517,28 @@ def write_report(
     """Write summary.parquet, report.md, report.html and plots/*.png for ``path``.
 
     ``path`` is a run directory (holding ``results/``) or a results dataset;
-    the files go into the run directory, or next to the dataset.
+    the files go into the run directory, or next to the dataset.  The dataset
+    itself is only read: a file that fails the integrity check is skipped,
+    named in the report, and left where it is.
     """
-    data = collect(path, budget_ms, stall_timeout_s, group_keys)
-    out = summary.output_dir(path)
-    written: dict[str, Path] = {}
-    written["summary"] = out / "summary.parquet"
-    data.summary.write_parquet(written["summary"])
-    written.update(write_plots(data, out / "plots"))
+    results = path if isinstance(path, Results) else open_results(path)
+    source = str(results.run.path if isinstance(path, Results) else path)
+    data = collect(results, budget_ms, stall_timeout_s, group_keys, source=source)
+    run = results.run
+    written: dict[str, Path] = {"summary": run.summary}
+    data.summary.write_parquet(run.summary)
+    written.update(write_plots(data, run.plots))
     plot_paths = {k: v for k, v in written.items() if k in plots.PLOT_FILES}
-    written["report_md"] = out / "report.md"
-    written["report_md"].write_text(render_markdown(data, plot_paths, out), encoding="utf-8")
-    written["report_html"] = out / "report.html"
-    written["report_html"].write_text(render_html(data, plot_paths), encoding="utf-8")
+    written["report_md"] = run.report_md
+    run.report_md.write_text(render_markdown(data, plot_paths, run.report_dir), encoding="utf-8")
+    written["report_html"] = run.report_html
+    run.report_html.write_text(render_html(data, plot_paths), encoding="utf-8")
     return written
 
 
 def headline_table(path: Source, budget_ms: float = DEFAULT_BUDGET_MS) -> str:
     """The headline table and verdict lines, for the terminal."""
-    lf = summary.scan_results(path)
+    lf = summary.scan(path)
     v = summary.verdicts(lf, budget_ms)
     table = headline(v, summary.price_of_safety(lf))
     budget = fmt_seconds(budget_ms / 1e3)

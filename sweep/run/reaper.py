@@ -8,7 +8,7 @@ touched) while the driver runs; when the driver's end of a pipe closes (exit,
 crash, SIGKILL alike), it SIGKILLs those still alive, by pid, and exits.
 It never looks beyond the driver's own process tree.
 
-Run as ``python -m sweep.reaper <driver pid>`` with the pipe on stdin.
+Run as ``python -m sweep.run.reaper <driver pid>`` with the pipe on stdin.
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ class Reaper:
         read, self._write = os.pipe()
         os.set_inheritable(self._write, False)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sweep.reaper", str(os.getpid())],
+            [sys.executable, "-m", "sweep.run.reaper", str(os.getpid())],
             stdin=read,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

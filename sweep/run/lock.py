@@ -23,9 +23,9 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-log = logging.getLogger(__name__)
+from sweep.dataset import RunDir
 
-LOCK_FILE = ".zapsweep.lock"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ class RunDirLocked(RuntimeError):
         who = holder.describe() if holder else "another process (no holder recorded)"
         super().__init__(
             f"{run_dir} is in use by another zapsweep: {who} "
-            f"(lock {run_dir / LOCK_FILE}). Wait for it to finish, or pick another "
+            f"(lock {RunDir.at(run_dir).lock}). Wait for it to finish, or pick another "
             "directory with hydra.run.dir=..."
         )
 
@@ -88,7 +88,7 @@ def run_dir_lock(run_dir: str | Path) -> Iterator[LockHolder]:
     """Hold ``run_dir`` for this process, or raise :class:`RunDirLocked` at once."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / LOCK_FILE
+    path = RunDir.at(run_dir).lock
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
         try:
@@ -122,7 +122,7 @@ def check_free(run_dir: str | Path) -> None:
     For the command line, before Hydra writes its ``.hydra/`` files into a
     directory a running sweep owns; ``run_dir_lock`` still decides.
     """
-    path = Path(run_dir) / LOCK_FILE
+    path = RunDir.at(run_dir).lock
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:

@@ -3,20 +3,22 @@
 Every Scenario field, ``strategy``, every ZapResult field, provenance.  On
 disk ``paging_levels`` and ``strategy`` are hive partition keys (directory
 names), so the files themselves hold ``FILE_SCHEMA``.
+
+This module imports only pyarrow's core (not its datasets, nor pandas), so
+that a worker can build its rows' record batch with it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
 import pyarrow as pa
 
-from engine import RESULT_FIELDS, SCENARIO_FIELDS
+from engine import RESULT_FIELDS, SCENARIO_FIELDS, Scenario, memslots_text
 
-from .cells import FLOAT_FIELDS
-
-PARTITION_COLUMNS = ("paging_levels", "strategy")
+from .layout import PARTITION_COLUMNS
 
 _SCENARIO_TYPES = {
     "paging_levels": pa.int64(),
@@ -40,6 +42,13 @@ _SCENARIO_TYPES = {
 }
 assert set(_SCENARIO_TYPES) == set(SCENARIO_FIELDS), "schema out of step with engine.Scenario"
 
+# Scenario fields typed float: float64 columns, so a ratio given as 1 is
+# written as 1.0 (and hashed as 1.0: the cell id sees the columns).
+FLOAT_FIELDS = frozenset(n for n, t in _SCENARIO_TYPES.items() if pa.types.is_floating(t))
+assert FLOAT_FIELDS == {
+    f.name for f in dataclasses.fields(Scenario) if f.type in ("float", float)
+}, "float columns out of step with engine.Scenario's field types"
+
 ROW_SCHEMA = pa.schema(
     [pa.field("cell_id", pa.string(), nullable=False)]
     + [pa.field(name, _SCENARIO_TYPES[name]) for name in SCENARIO_FIELDS]
@@ -58,11 +67,20 @@ ROW_SCHEMA = pa.schema(
 
 FILE_SCHEMA = pa.schema([f for f in ROW_SCHEMA if f.name not in PARTITION_COLUMNS])
 
-assert FLOAT_FIELDS == {name for name, t in _SCENARIO_TYPES.items() if pa.types.is_floating(t)}, (
-    "sweep.cells.FLOAT_FIELDS out of step with the schema"
-)
+
+def scenario_columns(scenario: Scenario) -> dict[str, Any]:
+    """The scenario as Parquet columns: zap_levels and memslots as text (the
+    slot list in engine.memslots_text's one stable form, null for a preset
+    layout), floats as floats."""
+    row = scenario.to_dict()
+    row["zap_levels"] = ",".join(scenario.zap_levels)
+    row["memslots"] = memslots_text(scenario.memslots)
+    for name in FLOAT_FIELDS:
+        row[name] = float(row[name])
+    row["strategy"] = scenario.strategy
+    return row
 
 
 def rows_table(rows: Sequence[dict[str, Any]]) -> pa.Table:
-    """A batch's rows (sweep.cells.run_batch) as an Arrow table of ROW_SCHEMA."""
+    """Rows (dicts of ROW_SCHEMA's columns; a missing column is null) as an Arrow table."""
     return pa.Table.from_pylist(list(rows), schema=ROW_SCHEMA)

@@ -1,7 +1,8 @@
 """Aggregate a results dataset: per-group latencies, verdicts, price of safety.
 
 Every function takes a run directory, a ``results/`` dataset (hive-partitioned
-by ``paging_levels`` and ``strategy``), a single Parquet file, or a
+by ``paging_levels`` and ``strategy``), a single Parquet file, ``Results``
+(``open_results``: the files that passed the integrity check) or a
 ``polars.LazyFrame`` already scanned from one, and works on a lazy scan so
 that only the columns an aggregate needs are read.
 
@@ -12,11 +13,14 @@ Rows whose ``status`` is not ``"ok"`` are never results: they count in the
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 
 from engine import SCENARIO_FIELDS
+from sweep.dataset import BadFile, RunDir, check_dataset
+from sweep.dataset.layout import PARTITION_COLUMNS
 
 DEFAULT_GROUP_KEYS: tuple[str, ...] = (
     "strategy",
@@ -43,6 +47,7 @@ VERDICT_COLUMNS: tuple[str, ...] = (
 )
 # The two hive partition columns come from directory names, not from the files.
 HIVE_SCHEMA = {"paging_levels": pl.Int64, "strategy": pl.String}
+assert tuple(HIVE_SCHEMA) == PARTITION_COLUMNS
 # Display order: the kernel before the seed's patch, the patch, Linux >= 6.9, the reply.
 STRATEGY_ORDER: tuple[str, ...] = ("root", "two_pass", "upstream", "per_level")
 BASELINE_STRATEGY = "root"
@@ -68,48 +73,57 @@ SUMMARY_COLUMNS: tuple[str, ...] = (
 # DuckDB's quantile_cont default), so they can be checked by hand.
 QUANTILE_METHOD = "linear"
 
-Source = str | Path | pl.LazyFrame
 
 OK = pl.col("status") == "ok"
 
 
-# --------------------------------------------------------------------------- locating data
+# --------------------------------------------------------------------------- reading
 
 
-def dataset_path(path: str | Path) -> Path:
-    """The Parquet dataset of ``path``: ``<run_dir>/results`` or ``path`` itself."""
-    p = Path(path)
-    if (p / "results").is_dir():
-        return p / "results"
-    if not p.exists():
-        raise FileNotFoundError(f"no run directory or results dataset at {p}")
-    return p
+@dataclass(frozen=True)
+class Results:
+    """A run's dataset as the report reads it: the good files, and those skipped."""
+
+    run: RunDir
+    files: tuple[Path, ...]
+    skipped: tuple[BadFile, ...] = ()
+
+    def scan(self) -> pl.LazyFrame:
+        if not self.files:
+            raise FileNotFoundError(f"no Parquet files under {self.run.results}")
+        return pl.scan_parquet(
+            list(self.files),
+            hive_partitioning=True,
+            hive_schema=HIVE_SCHEMA,
+            missing_columns="insert",
+        )
 
 
-def output_dir(path: str | Path) -> Path:
-    """Where a report of ``path`` goes: the run dir, or next to a results dataset."""
-    p = Path(path)
-    if (p / "results").is_dir():
-        return p
-    return dataset_path(p).parent
+def open_results(path: str | Path, check: bool = True) -> Results:
+    """The dataset of a run directory, a ``results/`` folder or one Parquet file.
+
+    With ``check`` every file is read in full first, page checksums included,
+    and a bad one is skipped, not read (and never moved: reading changes
+    nothing); ``Results.skipped`` says which and why.
+    """
+    run = RunDir.find(path)
+    if not check:
+        return Results(run, tuple(run.result_files()))
+    found = check_dataset(run)
+    bad = {b.path for b in found.bad}
+    return Results(run, tuple(p for p in run.result_files() if p not in bad), tuple(found.bad))
 
 
-def scan_results(source: Source) -> pl.LazyFrame:
+Source = str | Path | pl.LazyFrame | Results
+
+
+def scan(source: Source) -> pl.LazyFrame:
     """Lazy scan of a results dataset (or pass a LazyFrame through)."""
     if isinstance(source, pl.LazyFrame):
         return source
-    ds = dataset_path(source)
-    if ds.is_file():
-        return pl.scan_parquet(ds)
-    files = sorted(ds.rglob("*.parquet"))
-    if not files:
-        raise FileNotFoundError(f"no Parquet files under {ds}")
-    return pl.scan_parquet(
-        ds / "**" / "*.parquet",
-        hive_partitioning=True,
-        hive_schema=HIVE_SCHEMA,
-        missing_columns="insert",
-    )
+    if isinstance(source, Results):
+        return source.scan()
+    return open_results(source, check=False).scan()
 
 
 # Sort orders for columns whose natural order is not alphabetical; unknown values go last.
@@ -155,7 +169,7 @@ def summarize(source: Source, group_keys: Sequence[str] = DEFAULT_GROUP_KEYS) ->
     keys = list(group_keys)
     if not keys:
         raise ValueError("group_keys must name at least one column")
-    lf = scan_results(source)
+    lf = scan(source)
     missing = [k for k in keys if k not in lf.collect_schema().names()]
     if missing:
         raise ValueError(f"unknown group keys {missing}: not columns of the results dataset")
@@ -188,7 +202,7 @@ def memory_curve(source: Source) -> pl.DataFrame:
     """
     keys = [*VERDICT_KEYS, "guest_memory"]
     agg = (
-        scan_results(source)
+        scan(source)
         .filter(OK)
         .group_by(keys)
         .agg(
@@ -221,7 +235,7 @@ def verdicts(source: Source, budget_ms: float = 100.0) -> pl.DataFrame:
     the conservative answer and the second shows where it broke.
     """
     budget_ns = budget_ms * 1e6
-    lf = scan_results(source)
+    lf = scan(source)
     curve = memory_curve(lf).lazy()
     group = list(VERDICT_KEYS)
     flagged = curve.sort("guest_memory").with_columns(
@@ -274,7 +288,7 @@ def price_of_safety(source: Source, baseline: str = BASELINE_STRATEGY) -> pl.Dat
     ``total_ns / baseline total_ns`` and ``total_ratio`` = sum over pairs of
     total_ns / sum of baseline total_ns.
     """
-    lf = scan_results(source)
+    lf = scan(source)
     names = lf.collect_schema().names()
     keys = [k for k in CELL_MATCH_KEYS if k in names]
     ok = lf.filter(OK).select(*keys, "strategy", "total_ns")
@@ -312,7 +326,7 @@ ERROR_COLUMNS: tuple[str, ...] = (
 
 def error_rows(source: Source, limit: int | None = None) -> pl.DataFrame:
     """The cells that failed (status != "ok"), with their error messages."""
-    lf = scan_results(source)
+    lf = scan(source)
     names = lf.collect_schema().names()
     cols = [c for c in ERROR_COLUMNS if c in names]
     order = [c for c in (*VERDICT_KEYS, "guest_memory", "cell_id") if c in cols]
@@ -323,14 +337,14 @@ def error_rows(source: Source, limit: int | None = None) -> pl.DataFrame:
 
 
 def error_count(source: Source) -> int:
-    return int(scan_results(source).select((~OK).sum()).collect().item())
+    return int(scan(source).select((~OK).sum()).collect().item())
 
 
 def rcu_hold_grid(source: Source) -> pl.DataFrame:
     """Worst ``max_rcu_hold_ns`` per strategy, flush_on_yield, vCPUs and dirty ratio."""
     keys = ["strategy", "flush_on_yield", "vcpus", "dirty_ratio"]
     agg = (
-        scan_results(source)
+        scan(source)
         .filter(OK)
         .group_by(keys)
         .agg(pl.col("max_rcu_hold_ns").max().alias("worst_max_rcu_hold_ns"))
@@ -340,7 +354,7 @@ def rcu_hold_grid(source: Source) -> pl.DataFrame:
 
 def distinct_values(source: Source, columns: Sequence[str]) -> dict[str, list]:
     """Distinct values of a few provenance columns (engine, cost model...)."""
-    lf = scan_results(source)
+    lf = scan(source)
     names = lf.collect_schema().names()
     out: dict[str, list] = {}
     for c in columns:
@@ -352,4 +366,4 @@ def distinct_values(source: Source, columns: Sequence[str]) -> dict[str, list]:
 
 
 def row_count(source: Source) -> int:
-    return int(scan_results(source).select(pl.len()).collect().item())
+    return int(scan(source).select(pl.len()).collect().item())

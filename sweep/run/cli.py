@@ -22,16 +22,24 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from engine import ENGINE_VERSION, ScenarioError, load_cost_model
+from sweep.dataset import (
+    Provenance,
+    ResultWriter,
+    RunDir,
+    Scan,
+    check_dataset,
+    quarantine,
+    read_manifest,
+    write_manifest,
+)
 
 from .cells import RunSettings
 from .config import register_configs
-from .grid import GridCounts, GridError, expand, grid_size
-from .integrity import scan_results
+from .grid import Grid, GridError
 from .lock import RunDirLocked, check_free, run_dir_lock
-from .manifest import git_revision, read_manifest, versions, write_manifest
 from .progress import Progress
-from .results import ResultWriter
-from .runner import ray_session, run_cells
+from .runner import RunPlan, SweepStats, run
+from .session import ray_session
 from .validate import ConfigError, OutputError, check_config, check_overrides, probe_output
 
 log = logging.getLogger("zapsweep")
@@ -49,94 +57,65 @@ def sweep(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """
     started = time.monotonic()
     check_config(OmegaConf.to_container(cfg, resolve=True))
-    grid = OmegaConf.to_container(cfg.grid, resolve=True)
     model = load_cost_model(OmegaConf.to_container(cfg.cost_model, resolve=True))
     settings = RunSettings(engine=cfg.engine, cost_model=model)
-    results_dir = run_dir / cfg.results_dir
+    grid = Grid.of(OmegaConf.to_container(cfg.grid, resolve=True))
+    run_at = RunDir.at(run_dir, cfg.results_dir)
     with run_dir_lock(run_dir):
-        probe_output(results_dir)
-        return _sweep(cfg, run_dir, grid, settings, results_dir, started)
+        probe_output(run_at)
+        scan = _quarantine_bad_files(run_at)
+        plan = RunPlan(
+            grid,
+            settings,
+            done=scan.keys(),
+            batch_size=cfg.batch.size,
+            max_in_flight=cfg.batch.max_in_flight,
+            max_retries=cfg.ray.max_retries,
+        )
+        return _run(cfg, run_at, plan, scan, started)
 
 
-def _sweep(
-    cfg: DictConfig,
-    run_dir: Path,
-    grid: dict,
-    settings: RunSettings,
-    results_dir: Path,
-    started: float,
-) -> dict[str, Any]:
-    scan = scan_results(results_dir)
-    done = frozenset(scan.cell_ids)
-    previous = read_manifest(run_dir)
-    manifest: dict[str, Any] = {
-        "run_dir": str(run_dir),
-        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "status": "running",
-        "grid": grid,
-        "engine": settings.engine,
-        "engine_version": ENGINE_VERSION,
-        "cost_model": {"name": settings.cost_model.name, "version": settings.cost_model.version},
-        "git_revision": git_revision(),
-        "versions": versions(),
-        "resumed_from": {"cells_in_dataset": len(done)} if done else None,
-        "quarantined": [
-            {"path": str(b.path), "moved_to": str(b.moved_to), "reason": b.reason} for b in scan.bad
-        ],
-        "previous_runs": ((previous or {}).get("previous_runs") or [])
-        + ([_summary(previous)] if previous else []),
-    }
-    write_manifest(run_dir, manifest)
-    writer = ResultWriter(
-        results_dir,
-        metadata={
-            "zapsweep.engine": settings.engine,
-            "zapsweep.engine_version": ENGINE_VERSION,
-            "zapsweep.cost_model": manifest["cost_model"],
-            "zapsweep.git_revision": manifest["git_revision"] or "",
-            "zapsweep.run_dir": str(run_dir),
-        },
+def _quarantine_bad_files(run_at: RunDir) -> Scan:
+    scan = check_dataset(run_at)
+    scan.bad = [quarantine(run_at, bad) for bad in scan.bad]
+    for bad in scan.bad:
+        log.warning(
+            "bad results file %s (%s): moved to %s; its cells will run again",
+            bad.path,
+            bad.reason,
+            bad.moved_to,
+        )
+    return scan
+
+
+def _run(cfg: DictConfig, run_at: RunDir, plan: RunPlan, scan: Scan, started: float) -> dict:
+    """Write the manifest, run the plan, write the manifest again with what happened."""
+    provenance = Provenance.of(
+        run_at, plan.settings.engine, ENGINE_VERSION, plan.settings.cost_model
     )
-    counts = GridCounts()
-    dropped_seen = 0
-
-    def dropped() -> int:
-        nonlocal dropped_seen
-        now = counts.excluded + counts.invalid
-        delta, dropped_seen = now - dropped_seen, now
-        return delta
-
-    total = grid_size(grid)
-    log.info("grid: %d combinations; %d cells already in %s", total, len(done), results_dir)
+    manifest = _manifest_at_start(cfg, run_at, provenance, scan, len(plan.done))
+    write_manifest(run_at, manifest)
+    writer = ResultWriter(run_at, provenance.file_metadata())
+    log.info(
+        "grid: %d combinations; %d cells already in %s",
+        plan.grid.size,
+        len(plan.done),
+        run_at.results,
+    )
     with ray_session(cfg.ray):
         ray_ready = time.monotonic()
         cpu_at_start = time.process_time()
-        progress = Progress(total, cfg.progress.bar, cfg.progress.log_interval_s)
-        stats = run_cells(
-            expand(grid, counts),
-            settings,
-            writer,
-            done=done,
-            batch_size=cfg.batch.size,
-            max_in_flight=cfg.batch.max_in_flight,
-            expected=total,
-            max_retries=cfg.ray.max_retries,
-            progress=progress,
-            dropped=dropped,
-        )
+        progress = Progress(plan.grid.size, cfg.progress.bar, cfg.progress.log_interval_s)
+        stats = run(plan, writer, progress)
         progress.close()
-        # CPU the driver itself spent expanding, hashing and writing: when it
+        # CPU the driver itself spent handing out ranges and writing: when it
         # nears sweep_s, the driver (not the workers) limits the sweep.
         driver_cpu_s = time.process_time() - cpu_at_start
     writer.close()
-    if counts.invalid:
-        log.info(
-            "dropped %d invalid combinations: %s", counts.invalid, dict(counts.invalid_by_field)
-        )
     manifest.update(
         status="complete",
         finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
-        counts={**counts.to_dict(), **stats.to_dict(), "rows_in_dataset": len(done) + writer.rows},
+        counts={**stats.to_dict(), "rows_in_dataset": len(plan.done) + writer.rows},
         timings={
             "ray_start_s": round(ray_ready - started, 3),
             "sweep_s": round(stats.elapsed_s, 3),
@@ -147,32 +126,52 @@ def _sweep(
             "driver_peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         },
     )
-    write_manifest(run_dir, manifest)
+    write_manifest(run_at, manifest)
+    _log_outcome(stats, run_at)
+    return manifest
+
+
+def _manifest_at_start(
+    cfg: DictConfig, run_at: RunDir, provenance: Provenance, scan: Scan, done: int
+) -> dict[str, Any]:
+    previous = read_manifest(run_at)
+    return {
+        **provenance.as_dict(),
+        "results_dir": cfg.results_dir,
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "status": "running",
+        "grid": OmegaConf.to_container(cfg.grid, resolve=True),
+        "resumed_from": {"cells_in_dataset": done} if done else None,
+        "quarantined": [
+            {"path": str(b.path), "moved_to": str(b.moved_to), "reason": b.reason} for b in scan.bad
+        ],
+        "previous_runs": ((previous or {}).get("previous_runs") or [])
+        + ([_summary(previous)] if previous else []),
+    }
+
+
+def _log_outcome(stats: SweepStats, run_at: RunDir) -> None:
+    if stats.grid.invalid:
+        log.info(
+            "dropped %d invalid combinations: %s",
+            stats.grid.invalid,
+            dict(stats.grid.invalid_by_field),
+        )
     log.info(
         "%d cells run (%d failed), %d already there, %d duplicates, %d invalid, %d excluded -> %s",
         stats.ok + stats.failed,
         stats.failed,
         stats.resumed,
         stats.duplicates,
-        counts.invalid,
-        counts.excluded,
-        results_dir,
+        stats.grid.invalid,
+        stats.grid.excluded,
+        run_at.results,
     )
-    return manifest
 
 
 def _summary(manifest: dict[str, Any]) -> dict[str, Any]:
     keep = ("started_at", "finished_at", "status", "counts", "timings")
     return {k: manifest.get(k) for k in keep}
-
-
-def _write_report(run_dir: Path) -> None:
-    try:
-        from . import report_cli
-    except ImportError:
-        log.warning("no report module yet; run zapsweep-report on %s later", run_dir)
-        return
-    report_cli.main([str(run_dir)])
 
 
 # Errors that are the user's to fix: one line naming the key / path / holder, exit 2.
@@ -192,12 +191,14 @@ def _main(cfg: DictConfig) -> None:
             "cannot write results: %s. Every file already in %s is whole; run the same "
             "command again (hydra.run.dir=%s) to resume",
             err,
-            run_dir / cfg.results_dir,
+            RunDir.at(run_dir, cfg.results_dir).results,
             run_dir,
         )
         sys.exit(2)
     if cfg.report:
-        _write_report(run_dir)
+        from sweep.report import cli as report_cli
+
+        report_cli.main([str(run_dir)])
 
 
 def main() -> None:

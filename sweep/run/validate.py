@@ -23,15 +23,15 @@ from pathlib import Path, PurePath
 from typing import Any
 
 from engine import ENGINES, Scenario, ScenarioError
+from sweep.dataset import RunDir
+from sweep.dataset.layout import RESERVED
 
 from .config import SweepConfig
 from .grid import Axis, grid_axes, is_excluded
-from .results import STAGING
 
 # Combinations looked at, at most, to prove that a grid value is never valid.
 SEARCH_LIMIT = 20_000
 PROBE_BYTES = 1 << 20
-RESERVED_DIRS = (".staging", "quarantine", ".hydra")
 RAY_MIN_OBJECT_STORE = 78_643_200  # Ray refuses less than 75 MiB
 
 
@@ -136,11 +136,11 @@ def check_settings(cfg: Mapping[str, Any]) -> None:
         raise ConfigError("progress.log_interval_s", interval, "a finite number of seconds > 0")
     results = cfg["results_dir"]
     parts = PurePath(results).parts if isinstance(results, str) else ()
-    if not parts or ".." in parts or (parts and parts[-1] in RESERVED_DIRS):
+    if not parts or ".." in parts or (parts and parts[-1] in RESERVED):
         raise ConfigError(
             "results_dir",
             results,
-            f"a directory name or path without '..', not one of {list(RESERVED_DIRS)}",
+            f"a directory name or path without '..', not one of {list(RESERVED)}",
         )
 
 
@@ -244,15 +244,14 @@ def _check_value(axes, rules, base, a: int, j: int) -> None:
 # The output directory -------------------------------------------------------------
 
 
-def probe_output(results_dir: Path, nbytes: int = PROBE_BYTES) -> None:
-    """Create ``results_dir`` and the staging directory beside it (where result files
-    are written before they are renamed in), and write, fsync and remove a probe there."""
-    results_dir = Path(results_dir)
-    staging = results_dir.parent / STAGING
-    probe = staging / f"probe-{os.getpid()}"
+def probe_output(run: RunDir, nbytes: int = PROBE_BYTES) -> None:
+    """Create the dataset's folder and the staging folder beside it (where result
+    files are written before they are renamed in), and write, fsync and remove a
+    probe there."""
+    probe = run.staging / f"probe-{os.getpid()}"
     try:
-        results_dir.mkdir(parents=True, exist_ok=True)
-        staging.mkdir(parents=True, exist_ok=True)
+        run.results.mkdir(parents=True, exist_ok=True)
+        run.staging.mkdir(parents=True, exist_ok=True)
         try:
             with probe.open("wb") as f:
                 f.write(b"\0" * nbytes)
@@ -261,4 +260,4 @@ def probe_output(results_dir: Path, nbytes: int = PROBE_BYTES) -> None:
         finally:
             probe.unlink(missing_ok=True)
     except OSError as err:
-        raise OutputError(results_dir, err) from err
+        raise OutputError(run.results, err) from err

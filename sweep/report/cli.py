@@ -12,8 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .integrity import scan_results
-from .report import (
+from .render import (
     DEFAULT_BUDGET_MS,
     DEFAULT_STALL_TIMEOUT_S,
     compare,
@@ -25,7 +24,7 @@ from .report import (
     terminal_table,
     write_report,
 )
-from .summary import DEFAULT_GROUP_KEYS
+from .summary import DEFAULT_GROUP_KEYS, open_results
 
 
 def parser() -> argparse.ArgumentParser:
@@ -87,13 +86,13 @@ def run_compare(a: Path, b: Path, group_keys: Sequence[str], output: Path | None
     print(f"wrote {output}")
 
 
-def _quarantine_bad_files(path: Path) -> None:
-    """Move unreadable results files aside (naming them) so the report reads the rest."""
-    results = path / "results" if (path / "results").is_dir() else path
-    for bad in scan_results(results).bad:
+def _warn_skipped(results) -> None:
+    """Name each file the integrity check refused; the report reads around it."""
+    for bad in results.skipped:
         print(
-            f"zapsweep-report: bad results file {bad.path} ({bad.reason}): moved to "
-            f"{bad.moved_to}; rerun zapsweep into this run directory to run its cells again",
+            f"zapsweep-report: skipped bad results file {bad.path} ({bad.reason}); it is left "
+            "in place: run zapsweep into this run directory to quarantine it and run its "
+            "cells again",
             file=sys.stderr,
         )
 
@@ -107,9 +106,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.path is None:
             parser().error("give a run directory, or --compare A B")
-        _quarantine_bad_files(args.path)
-        written = write_report(args.path, args.budget_ms, args.stall_timeout_s, keys)
-        print(headline_table(args.path, args.budget_ms))
+        results = open_results(args.path)
+        _warn_skipped(results)
+        written = write_report(results, args.budget_ms, args.stall_timeout_s, keys)
+        print(headline_table(results, args.budget_ms))
         for name, p in written.items():
             print(f"{name}: {p}")
     except (FileNotFoundError, ValueError) as e:

@@ -54,14 +54,14 @@ class RayConfig:
     address: str | None = None
     num_cpus: int | None = None  # local Ray only; null = all cores
     object_store_memory: int | None = None  # local Ray only, bytes
-    max_retries: int = 3  # re-runs of a batch whose worker died
+    max_retries: int = 3  # re-runs of a range whose worker died
 
 
 @dataclass
 class BatchConfig:
-    """How cells are grouped into Ray tasks and how many run at once."""
+    """How the grid is cut into ranges (one Ray task each) and how many run at once."""
 
-    size: int | None = None  # cells per Ray task; null = auto (at most 256)
+    size: int | None = None  # grid combinations per range; null = auto (at most 256)
     max_in_flight: int | None = None  # null = 2 x the cluster's CPUs
 
 

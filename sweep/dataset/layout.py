@@ -1,0 +1,147 @@
+"""The run directory's layout: the one place that names its files and folders.
+
+    <run_dir>/
+      .hydra/                 the resolved config (Hydra's)
+      .zapsweep.lock          held by the sweep writing here
+      manifest.json           what the run was asked, did, with which versions
+      <results>/              the dataset (``results_dir``, default ``results``):
+        paging_levels=<n>/strategy=<s>/part-<uuid>.parquet
+      .staging/               result files being written, beside <results>
+      quarantine/             bad result files moved aside, beside <results>
+      summary.parquet, report.md, report.html, plots/   the report
+
+``.staging/`` and ``quarantine/`` sit next to the dataset, not necessarily in
+the run directory, so that a rename into or out of the dataset never crosses
+a filesystem (it is atomic).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+# Hive partition columns, slowest first: directory names, not file columns.
+PARTITION_COLUMNS = ("paging_levels", "strategy")
+DEFAULT_RESULTS = "results"
+STAGING = ".staging"
+QUARANTINE = "quarantine"
+HYDRA = ".hydra"
+MANIFEST = "manifest.json"
+LOCK_FILE = ".zapsweep.lock"
+# Names a results_dir may not take: the sweep's own folders.
+RESERVED = (STAGING, QUARANTINE, HYDRA)
+RESULT_GLOB = "*.parquet"
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """A run directory and where its dataset lives."""
+
+    path: Path
+    results: Path
+
+    @classmethod
+    def at(cls, path: str | Path, results_dir: str | Path = DEFAULT_RESULTS) -> RunDir:
+        """The run directory ``path`` with its dataset at ``results_dir`` (relative to it)."""
+        path = Path(path)
+        return cls(path, path / results_dir)
+
+    @classmethod
+    def find(cls, path: str | Path) -> RunDir:
+        """The run a reader names: a run directory (its manifest says where the
+        dataset is, by default ``results/``) or a dataset directory itself."""
+        path = Path(path)
+        recorded = _recorded_results(path)
+        if recorded is not None and recorded.is_dir():
+            return cls(path, recorded)
+        if (path / DEFAULT_RESULTS).is_dir():
+            return cls.at(path)
+        if not path.exists():
+            raise FileNotFoundError(f"no run directory or results dataset at {path}")
+        return cls(path.parent, path)  # a dataset (or one file) named directly
+
+    # The sweep's own files -------------------------------------------------------
+
+    @property
+    def manifest(self) -> Path:
+        return self.path / MANIFEST
+
+    @property
+    def lock(self) -> Path:
+        return self.path / LOCK_FILE
+
+    @property
+    def staging(self) -> Path:
+        return self.results.parent / STAGING
+
+    @property
+    def quarantine(self) -> Path:
+        return self.results.parent / QUARANTINE
+
+    # The dataset ------------------------------------------------------------------
+
+    def partition(self, paging_levels: int, strategy: str) -> Path:
+        """The folder of one hive partition."""
+        return self.results / f"paging_levels={paging_levels}" / f"strategy={strategy}"
+
+    def result_files(self) -> list[Path]:
+        """Every result file of the dataset (one file, if the dataset is a file)."""
+        if self.results.is_file():
+            return [self.results]
+        if not self.results.is_dir():
+            return []
+        return sorted(self.results.rglob(RESULT_GLOB))
+
+    def quarantined(self, path: Path) -> Path:
+        """Where a bad file of the dataset goes: the same relative path in quarantine/."""
+        return self.quarantine / path.relative_to(self.results)
+
+    # The report ---------------------------------------------------------------------
+
+    @property
+    def report_dir(self) -> Path:
+        """Where the report goes: the run directory, or next to a dataset named alone."""
+        return self.path
+
+    @property
+    def summary(self) -> Path:
+        return self.report_dir / "summary.parquet"
+
+    @property
+    def report_md(self) -> Path:
+        return self.report_dir / "report.md"
+
+    @property
+    def report_html(self) -> Path:
+        return self.report_dir / "report.html"
+
+    @property
+    def plots(self) -> Path:
+        return self.report_dir / "plots"
+
+
+def new_file_name() -> str:
+    """A result file's name, unique across drivers and workers."""
+    return f"part-{uuid.uuid4().hex}.parquet"
+
+
+def _recorded_results(path: Path) -> Path | None:
+    """The dataset folder a run directory's manifest records (as configured:
+    relative to the run directory, or absolute), if any."""
+    try:
+        recorded = json.loads((path / MANIFEST).read_text()).get("results_dir")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return path / recorded if isinstance(recorded, str) and recorded else None
+
+
+def fsync_dir(path: Path) -> None:
+    """Make the entries of ``path`` (a rename into it) durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

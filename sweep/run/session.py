@@ -1,0 +1,90 @@
+"""The Ray session a sweep runs in: an embedded local Ray, or an existing cluster.
+
+The local Ray listens on loopback only and serves no dashboard; a killed
+driver takes it along (``Reaper``).  A cluster gets this code through a
+runtime environment.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from contextlib import contextmanager
+
+import ray
+
+from .config import RayConfig
+from .reaper import Reaper
+
+log = logging.getLogger(__name__)
+
+
+def runtime_env() -> dict:
+    """Ship this code to a cluster's workers: the engine, the pipeline, the conf."""
+    import conf
+    import engine
+    import sweep
+
+    return {"py_modules": [engine, sweep, conf]}
+
+
+# Ray resolves 127.0.0.1 to the host's address and binds its gRPC servers to
+# every interface, except where "clusters are not supported" (Windows, macOS):
+# there it keeps the node on loopback.  That switch is read from the
+# environment by Ray's child processes and was read by the driver when it
+# imported ray, so both are set.
+_LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def init_local_ray(num_cpus: int | None = None, object_store_memory: int | None = None) -> None:
+    """Start an embedded Ray on loopback only, without the dashboard's web UI."""
+    from ray._private import ray_constants  # Ray's only switch for it; no public API
+
+    os.environ[_LOOPBACK_ENV] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        ray.init(
+            address="local",  # never join a cluster started elsewhere on this host
+            num_cpus=num_cpus,
+            object_store_memory=object_store_memory,
+            include_dashboard=False,
+            log_to_driver=False,
+        )
+    finally:
+        os.environ.pop(_LOOPBACK_ENV, None)
+        ray_constants.ENABLE_RAY_CLUSTER = True
+
+
+def warm_workers(cpus: int) -> None:
+    """Have every CPU's worker process import what a range task needs (the
+    engine, pyarrow) now, as part of starting the session, so that the first
+    range does not wait for a worker's imports (~0.5 to 1 s)."""
+    from .task import warm_up
+
+    ray.get([warm_up.remote() for _ in range(max(1, cpus))])
+
+
+@contextmanager
+def ray_session(cfg: RayConfig):
+    """Connect to the cluster named by ``cfg.address``/``RAY_ADDRESS``, or start
+    an embedded local Ray on loopback with no dashboard; shut down after."""
+    address = cfg.address or os.environ.get("RAY_ADDRESS")
+    if ray.is_initialized():  # the caller owns this session (tests, notebooks)
+        yield
+        return
+    reaper = None
+    if address:
+        log.info("joining the Ray cluster at %s", address)
+        ray.init(address=address, runtime_env=runtime_env(), log_to_driver=False)
+    else:
+        reaper = Reaper()  # if this driver is killed, its local Ray goes too
+        init_local_ray(cfg.num_cpus, cfg.object_store_memory)
+    try:
+        resources = ray.cluster_resources()
+        log.info("Ray: %d node(s), %s CPUs", len(ray.nodes()), resources.get("CPU"))
+        warm_workers(int(resources.get("CPU", 1)))
+        yield
+    finally:
+        ray.shutdown()
+        if reaper is not None:
+            reaper.close()
