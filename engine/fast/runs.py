@@ -144,10 +144,16 @@ def _runs(scenario: Scenario, level: int, splits: dict[int, Splits]):
         return z, z.astype(np.int16), z.astype(np.int16), z.astype(np.int16)
     if len(parts) == 1:
         return parts[0]
+    # Each part is in order; the slots' own parts come by GPA, the split
+    # ones (whole tables under split mappings) fall in between.
+    in_order = all(
+        int(a[0][-1]) * ENTRIES + int(a[2][-1]) < int(b[0][0]) * ENTRIES + int(b[2][0])
+        for a, b in zip(parts, parts[1:], strict=False)
+        if len(a[0]) and len(b[0])
+    )
     table, slot, lo, hi = (np.concatenate(x) for x in zip(*parts, strict=True))
-    start = table * ENTRIES + lo
-    if np.any(start[1:] < start[:-1]):
-        order = np.argsort(start, kind="stable")
+    if not in_order:
+        order = np.argsort(table * ENTRIES + lo, kind="stable")
         table, slot, lo, hi = table[order], slot[order], lo[order], hi[order]
     return table, slot, lo, hi
 
@@ -210,20 +216,27 @@ def leaf_level(scenario: Scenario, level: int, splits: dict[int, Splits]) -> Lea
             for k, c in enumerate(counts)
         )
 
-    # Runs to tables: a table holds more than one run only where two slots meet.
+    # Runs to tables: a table holds more than one run only where two slots
+    # meet, so the few runs after the first of their table are added in.
     new_table = np.ones(len(table), dtype=bool)
     if len(table) > 1:
         new_table[1:] = table[1:] != table[:-1]
     if new_table.all():
-        tables, per_table = table, None
+        tables, position = table, partial
     else:
-        firsts = np.flatnonzero(new_table)
-        tables = table[firsts]
-        per_table = firsts
-        counts = tuple(np.add.reduceat(c, firsts).astype(np.int16) for c in counts)
-        held = tuple(np.add.reduceat(c, firsts).astype(np.int16) for c in held)
-        slot = slot[firsts]
-    position = partial if per_table is None else np.searchsorted(per_table, partial, "right") - 1
+        firsts, extra = np.flatnonzero(new_table), np.flatnonzero(~new_table)
+        into = np.searchsorted(firsts, extra, side="right") - 1
+
+        def merged(c: np.ndarray) -> np.ndarray:
+            out = c[firsts]
+            np.add.at(out, into, c[extra])
+            return out
+
+        tables, slot = table[firsts], slot[firsts]
+        same = held is counts  # no split entry carved out
+        counts = tuple(merged(c) for c in counts)
+        held = counts if same else tuple(merged(c) for c in held)
+        position = np.searchsorted(firsts, partial, side="right") - 1
     runs = PartialRuns(
         position.astype(np.int64),
         lo[partial].astype(np.int64),
