@@ -17,6 +17,7 @@ from .cost_model import (
     load_cost_model,
     total_ps,
 )
+from .events import ZapEvents, zap_events
 from .fast import GuestCache
 from .result import RESULT_FIELDS, ZapResult
 from .scenario import (
@@ -72,6 +73,7 @@ __all__ = [
     "GuestCache",
     "Scenario",
     "ScenarioError",
+    "ZapEvents",
     "ZapResult",
     "available_cost_models",
     "event_counts",
@@ -82,4 +84,5 @@ __all__ = [
     "simulate",
     "strategy_levels",
     "strategy_name",
+    "zap_events",
 ]
