@@ -156,13 +156,19 @@ class Inventory:
         kinds = [field_type(c) for c in header]
         rows = []
         for label, record in zip(labels, records, strict=True):
-            if len(record) != len(header):
-                raise InventoryError(
-                    label, None, None, f"{len(header)} values, one per column {header}"
-                )
+            if len(record) < len(header):
+                missing = header[len(record)]
+                raise InventoryError(label, missing, None, f"a value in each column {header}")
+            if len(record) > len(header):
+                extra = f"#{len(header) + 1} (past the header)"
+                raise InventoryError(label, extra, record[len(header)], f"the columns {header}")
             row = []
             for column, kind, text in zip(header, kinds, record, strict=True):
                 ok, value = convert(text, kind)
+                if column == NAME and not value:
+                    raise InventoryError(
+                        label, NAME, text, "a name for every row, or no name column"
+                    )
                 if not ok:
                     raise InventoryError(label, column, text, describe(kind))
                 row.append(value)
@@ -200,8 +206,6 @@ def check_names(header: list[str], rows: list[tuple], labels: tuple[str, ...]) -
     first: dict[str, str] = {}
     for label, row in zip(labels, rows, strict=True):
         name = row[at]
-        if not name:
-            raise InventoryError(label, NAME, name, "a name for every row, or no name column")
         if name in first:
             raise InventoryError(label, NAME, name, f"a name of its own ({first[name]} has it)")
         first[name] = label

@@ -93,7 +93,7 @@ def run_sweep(
     from sweep.report import verdicts, write_report
     from sweep.report.summary import open_results
 
-    from .cli import command_line, sweep
+    from .cli import command_line, prepare, sweep
     from .lock import check_free
 
     args = [f"grid={grid}", *overrides]
@@ -103,6 +103,7 @@ def run_sweep(
     args = command_line([*args, f"hydra.run.dir={where}"])
     args = [a for a in args if not a.startswith("hydra.")]
     cfg = compose_config(args)
+    prepare(cfg)  # refused before anything is written, as on the command line
     check_free(where)
     run = RunDir.at(where, cfg.results_dir)
     save_config(run, cfg, args)

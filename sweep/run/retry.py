@@ -6,7 +6,7 @@ settings; the cells already fine are not touched.  Before anything moves,
 each rebuilt cell must hash to its row's ``cell_id``: the engine, the cost
 model and the engine version must be the run's (``recorded_overrides``
 starts the command line with the run's own, so they are).  Then the files
-holding error rows are superseded (``sweep.dataset.supersede``): each cell
+holding error rows are superseded (``sweep.dataset.superseding``): each cell
 ends with one row, the new one, and the old rows stay in ``superseded/``.
 """
 

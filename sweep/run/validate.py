@@ -54,7 +54,7 @@ class InventoryError(ConfigError):
     def __init__(self, where: str, column: str | None, value: Any, allowed: str):
         self.where, self.column = where, column
         at = f"{where}, column {column!r}" if column is not None else where
-        shown = "" if value is None and column is None else f": {value!r} is invalid"
+        shown = f": {value!r} is invalid" if value is not None else ""
         super().__init__(
             f"inventory.{column}" if column else "inventory",
             value,
