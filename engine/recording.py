@@ -40,21 +40,17 @@ class RecordingTimeline(Timeline):
         super().end_op(leaves)
         self.operations += 1
         duration = self.clock - self.op_start
+        full = len(self.longest) >= self.keep
+        if full and (duration, -self.op_start) <= self.longest[0][:2]:
+            return  # not among the longest: most visits end here
         level, gfn = self.where()
-        op = Operation(
-            self.op_start,
-            duration,
-            self.pass_index,
-            level,
-            gfn,
-            leaves,
-            self.tables_freed - self.tables_before,
-        )
+        freed = self.tables_freed - self.tables_before
+        op = Operation(self.op_start, duration, self.pass_index, level, gfn, leaves, freed)
         item = (duration, -self.op_start, self.operations, op)
-        if len(self.longest) < self.keep:
-            heapq.heappush(self.longest, item)
-        elif item[:2] > self.longest[0][:2]:
+        if full:
             heapq.heapreplace(self.longest, item)
+        else:
+            heapq.heappush(self.longest, item)
 
     def flush_and_yield(self) -> None:
         flushes = self.tlb_flushes

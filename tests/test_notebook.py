@@ -69,3 +69,19 @@ def test_sweep_run_refuses_what_the_command_line_refuses(tmp_path):
     with pytest.raises(ConfigError, match="max_failures=0 is invalid"):
         sweep.run(grid="smoke", overrides=["max_failures=0"], run_dir=tmp_path / "x")
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.slow
+def test_the_readme_notebook_example_runs(ray_local, tmp_path, monkeypatch):
+    import re
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## From Python (notebooks)\n", 1)[1]
+    (block,) = re.findall(r"^```python\n(.*?)^```", section.split("\n## ", 1)[0], re.S | re.M)
+    monkeypatch.chdir(tmp_path)  # outputs/<date>/<time> lands here
+    scope: dict = {}
+    exec(compile(block, "README.md", "exec"), scope)
+    res = scope["res"]
+    assert res.run_dir.parts[0] == "outputs" and (tmp_path / res.run_dir / "manifest.json").exists()
+    assert res.frame.height > 0 and set(res.frame["vcpus"]) == {1, 64}
+    assert ray_local.is_initialized()

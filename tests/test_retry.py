@@ -126,7 +126,7 @@ def test_max_failures_stops_after_the_first_failed_cell(failed_runs):
     assert got["status"].to_list().count("error") == 1 and got.height == 2
     scan = check_dataset(RunDir.at(run_dir))
     assert scan.rows == 2 and not scan.bad  # everything written so far is whole
-    assert "stopped: 1 cells failed (max_failures=1)" in log and "retry=errors" in log
+    assert "stopped: 1 cell failed (max_failures=1)" in log and "retry=errors" in log
 
 
 SETTINGS = RunSettings("fast", load_cost_model("seed-2022"))

@@ -9,6 +9,7 @@ zapsweep hydra.run.dir=outputs/2026-01-01/12-00-00   # resume that run
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import resource
 import sys
@@ -148,7 +149,8 @@ def _run(
         len(plan.done),
         run_at.results,
     )
-    with ray_session(cfg.ray):
+    # A grid without cells (a retry with nothing failed) needs no Ray.
+    with ray_session(cfg.ray) if plan.grid.size else contextlib.nullcontext():
         ray_ready = time.monotonic()
         cpu_at_start = time.process_time()
         progress = Progress(plan.grid.size, cfg.progress.bar, cfg.progress.log_interval_s)

@@ -100,6 +100,8 @@ def run(plan: RunPlan, writer: ResultWriter, progress: Progress | None = None) -
     _ = plan.grid.twins  # worked out once, here, and shipped with the grid
     start = time.monotonic()  # the first submission: first_result_s counts from here
     stats = SweepStats()
+    if not plan.grid.size:  # a retry with no failed cell: nothing to hand out
+        return stats
     cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
     in_flight = plan.max_in_flight or 2 * cpus
     size = plan.batch_size or auto_batch_size(plan.grid.size, cpus)
@@ -143,7 +145,8 @@ def run(plan: RunPlan, writer: ResultWriter, progress: Progress | None = None) -
         if progress is not None:
             progress.advance(hi - lo, ok=counts.ok, failed=counts.failed)
         if stats.stopped is None and plan.max_failures and stats.failed >= plan.max_failures:
-            stats.stopped = f"{stats.failed} cells failed (max_failures={plan.max_failures})"
+            cells = "cell" if stats.failed == 1 else "cells"
+            stats.stopped = f"{stats.failed} {cells} failed (max_failures={plan.max_failures})"
             stats.cancelled_batches = len(pending)
             for ref in pending:
                 ray.cancel(ref)

@@ -104,6 +104,20 @@ def describe(s: Scenario) -> str:
     )
 
 
+def holds_line(path: Path) -> str:
+    """How the trace shows the holds, from its metadata."""
+    import json
+
+    holds = json.loads(path.read_text())["otherData"]["zapsweep"]["holds"]
+    text = f"{holds['total']:,} RCU hold{'s' if holds['total'] != 1 else ''}"
+    if holds["listed"] == holds["total"]:
+        return text + ", each a slice"
+    parts = [f"{holds['listed']:,} listed, the longest", f"{holds['aggregated']:,} aggregated"]
+    if holds["summarized"]:
+        parts.append(f"{holds['summarized']:,} summarized by pass")
+    return f"{text} ({', '.join(parts)})"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
@@ -130,12 +144,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"zapsweep-trace: {err}", file=sys.stderr)
         return 2
     r = events.result
-    listed = min(events.hold_count, args.holds) if not events.summarized else "some"
     print(
         f"zapsweep-trace: wrote {path} ({path.stat().st_size / 1e6:.1f} MB): {describe(scenario)}"
-        f" ({engine} engine, {model.name}); {events.hold_count:,} RCU holds ({listed} listed, "
-        f"the rest aggregated), the {min(args.operations, len(events.operations))} longest of "
-        f"{r.visits:,} operations"
+        f" ({engine} engine, {model.name}); {holds_line(path)}; the "
+        f"{min(args.operations, len(events.operations))} longest of {r.visits:,} operations"
     )
     print(
         f"result: worst operation {r.max_op_ns:,} ns, longest RCU hold {r.max_rcu_hold_ns:,} ns"
