@@ -98,69 +98,88 @@ def hold_events(ev: ZapEvents, kept: np.ndarray) -> tuple[list[dict], dict[str, 
     """The kept holds as slices with their yields and flushes as instants;
     each run of the others as one aggregated slice.  Returns the events and
     what was aggregated."""
-    h, stall_ps = ev.holds, ev.scenario.rcu_stall_timeout_ps
-    out: list[dict] = []
-    dropped = {"holds": 0, "yields": 0, "tlb_flushes": 0, "aggregated_slices": 0}
-    i = 0
-    while i < len(h):
-        if kept[i]:
-            start, end = int(h.start_ps[i]), int(h.end_ps[i])
-            stall = end - start >= stall_ps
-            event = slice_event(
-                "RCU hold (stall)" if stall else "RCU hold",
-                "rcu",
-                HOLD_TRACK,
-                start,
-                end,
-                {
-                    "hold": i + 1,
-                    "duration_ns": (end - start) // 1000,
-                    "pass": ev.passes[int(h.pass_index[i])].name,
-                    "tables_queued_for_free": int(h.tables[i]),
-                    "ended_by": "a yield" if ends_with_yield(ev, i) else "the end of the zap",
-                    "rcu_stall": bool(stall),
-                },
-            )
-            if stall:
-                event["cname"] = "terrible"
-            out.append(event)
-            if bool(h.flushed[i]):
-                out.append(instant_event("TLB flush", "flush", end - ev.flush_ps, {"hold": i + 1}))
-            if ends_with_yield(ev, i):
-                out.append(instant_event("yield", "yield", end, {"hold": i + 1}))
-            i += 1
-            continue
-        j = i
-        while j < len(h) and not kept[j]:
-            j += 1
-        run = slice(i, j)
-        durations = h.duration_ps[run]
-        yields = int((h.end_ps[run] != ev.total_ps).sum())
-        flushes = int(h.flushed[run].sum())
-        out.append(
-            slice_event(
-                f"{j - i} shorter RCU holds",
-                "rcu.aggregated",
-                HOLD_TRACK,
-                int(h.start_ps[i]),
-                int(h.end_ps[j - 1]),
-                {
-                    "holds": j - i,
-                    "first_hold": i + 1,
-                    "longest_ns": int(durations.max()) // 1000,
-                    "held_ns": int(durations.sum()) // 1000,
-                    "yields": yields,
-                    "tlb_flushes": flushes,
-                    "rcu_stalls": int((durations >= stall_ps).sum()),
-                },
-            )
+    h = ev.holds
+    out = [event for i in np.flatnonzero(kept).tolist() for event in listed_hold(ev, i)]
+    runs = aggregated_runs(ev, kept)
+    dropped = {
+        "holds": int((~kept).sum()),
+        "yields": sum(e["args"]["yields"] for e in runs),
+        "tlb_flushes": int(h.flushed[~kept].sum()),
+        "aggregated_slices": len(runs),
+    }
+    return out + runs, dropped
+
+
+def listed_hold(ev: ZapEvents, i: int) -> list[dict]:
+    """Hold ``i`` as a slice, and the flush and the yield that end it."""
+    h = ev.holds
+    start, end = int(h.start_ps[i]), int(h.end_ps[i])
+    stall = end - start >= ev.scenario.rcu_stall_timeout_ps
+    yielded = ends_with_yield(ev, i)
+    hold = slice_event(
+        "RCU hold (stall)" if stall else "RCU hold",
+        "rcu",
+        HOLD_TRACK,
+        start,
+        end,
+        {
+            "hold": i + 1,
+            "duration_ns": (end - start) // 1000,
+            "pass": ev.passes[int(h.pass_index[i])].name,
+            "tables_queued_for_free": int(h.tables[i]),
+            "ended_by": "a yield" if yielded else "the end of the zap",
+            "rcu_stall": bool(stall),
+        },
+    )
+    if stall:
+        hold["cname"] = "terrible"
+    out = [hold]
+    if bool(h.flushed[i]):
+        out.append(instant_event("TLB flush", "flush", end - ev.flush_ps, {"hold": i + 1}))
+    if yielded:
+        out.append(instant_event("yield", "yield", end, {"hold": i + 1}))
+    return out
+
+
+def aggregated_runs(ev: ZapEvents, kept: np.ndarray) -> list[dict]:
+    """One slice per run of holds not kept, between two kept ones."""
+    h = ev.holds
+    dropped = ~kept
+    if not dropped.any():
+        return []
+    edges = np.diff(np.concatenate([[0], dropped.astype(np.int8), [0]]))
+    firsts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)  # runs [first, end)
+    counts = ends - firsts
+    at = np.concatenate([[0], np.cumsum(counts)[:-1]])  # each run's start among the dropped
+
+    def per_run(values: np.ndarray, ufunc=np.add) -> list[int]:
+        return ufunc.reduceat(values[dropped].astype(np.int64), at).tolist()
+
+    durations = h.duration_ps
+    longest, held = per_run(durations, np.maximum), per_run(durations)
+    yields, flushes = per_run(h.end_ps != ev.total_ps), per_run(h.flushed)
+    stalls = per_run(durations >= ev.scenario.rcu_stall_timeout_ps)
+    return [
+        slice_event(
+            f"{count} shorter RCU holds",
+            "rcu.aggregated",
+            HOLD_TRACK,
+            int(h.start_ps[i]),
+            int(h.end_ps[j - 1]),
+            {
+                "holds": count,
+                "first_hold": i + 1,
+                "longest_ns": longest[k] // 1000,
+                "held_ns": held[k] // 1000,
+                "yields": yields[k],
+                "tlb_flushes": flushes[k],
+                "rcu_stalls": stalls[k],
+            },
         )
-        dropped["holds"] += j - i
-        dropped["yields"] += yields
-        dropped["tlb_flushes"] += flushes
-        dropped["aggregated_slices"] += 1
-        i = j
-    return out, dropped
+        for k, (i, j, count) in enumerate(
+            zip(firsts.tolist(), ends.tolist(), counts.tolist(), strict=True)
+        )
+    ]
 
 
 def summarized_events(ev: ZapEvents) -> list[dict]:
