@@ -94,9 +94,9 @@ def convert(text: Any, kind: Any) -> tuple[bool, Any]:
             return True, float(text)
         if kind is int and isinstance(text, float) and math.isfinite(text) and text.is_integer():
             return True, int(text)
-        return (kind is Any or isinstance(text, kind)) and not (
-            kind is int and isinstance(text, bool)
-        ), text
+        base = typing.get_origin(kind) or kind  # list[dict] -> list
+        fits = not isinstance(base, type) or isinstance(text, base)
+        return fits and not (kind is int and isinstance(text, bool)), text
     text = text.strip()
     try:
         if kind is str:

@@ -69,8 +69,9 @@ def parser() -> argparse.ArgumentParser:
         "https://ui.perfetto.dev or chrome://tracing) with a slice per RCU hold and per pass, "
         "the longest operations nested in their holds, and instants for yields and TLB "
         "flushes, in simulated time.",
-        epilog=f"KEY is a Scenario field ({', '.join(SCENARIO_FIELDS)}), or engine "
-        f"({'|'.join(ENGINES)}) or cost_model (a name or a YAML path; default "
+        epilog=f"KEY is a Scenario field ({', '.join(SCENARIO_FIELDS)}), a key not given "
+        f"taking the Scenario's default (with none: a {describe(Scenario())}), or engine "
+        f"({'|'.join(ENGINES)}, default fast) or cost_model (a name or a YAML path; default "
         f"{DEFAULT_COST_MODEL}).",
     )
     p.add_argument("assignments", nargs="*", metavar="KEY=VALUE", help="the scenario")
@@ -80,10 +81,13 @@ def parser() -> argparse.ArgumentParser:
         metavar=("CELL_ID", "RUN_DIR"),
         help="start from a cell of a run (its id, or the start of it); KEY=VALUE changes it",
     )
-    p.add_argument("--out", type=Path, default=Path("trace.json"), help="default %(default)s")
+    p.add_argument(
+        "--out", type=Path, default=Path("trace.json"), metavar="FILE", help="default %(default)s"
+    )
     p.add_argument(
         "--holds",
         type=int,
+        metavar="N",
         default=KEEP_HOLDS,
         help="RCU holds listed one by one, the longest (default %(default)s); the others are "
         "aggregated",
@@ -91,6 +95,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--operations",
         type=int,
+        metavar="N",
         default=KEEP_OPERATIONS,
         help="longest operations shown (default %(default)s)",
     )
