@@ -23,12 +23,12 @@ ZAPSWEEP = str(Path(sys.executable).with_name("zapsweep"))
 STRATEGIES = "grid.zap_levels=[root,two_pass,per_level,upstream]"
 FLEET = """\
 # five VMs of a fleet
-name,paging_levels,guest_memory,page_size,vcpus,dirty_ratio
-web-1,5,16MiB,4K,4,0.5
-web-2,5,64MiB,4K,8,0
-db-1,5,1GiB,2M,16,1
-db-2,5,2GiB,2M,32,0.25
-cache,5,256MiB,4K,2,0.5
+name,paging_levels,layout,guest_memory,page_size,vcpus,dirty_ratio
+web-1,5,flat,16MiB,4K,4,0.5
+web-2,5,flat,64MiB,4K,8,0
+db-1,5,flat,1GiB,2M,16,1
+db-2,5,q35,3GiB,2M,32,0.25
+cache,5,flat,256MiB,4K,2,0.5
 """
 
 
@@ -55,7 +55,15 @@ def test_five_vms_times_four_strategies_are_20_named_rows_and_a_report_section_e
     assert manifest["inventory"] == {
         "path": str(vms),
         "rows": 5,
-        "columns": ["name", "paging_levels", "guest_memory", "page_size", "vcpus", "dirty_ratio"],
+        "columns": [
+            "name",
+            "paging_levels",
+            "layout",
+            "guest_memory",
+            "page_size",
+            "vcpus",
+            "dirty_ratio",
+        ],
     }
     got = rows.group_by("name").agg(
         pl.col("strategy").sort(), pl.col("guest_memory").first(), pl.col("vcpus").first()
@@ -65,7 +73,8 @@ def test_five_vms_times_four_strategies_are_20_named_rows_and_a_report_section_e
         for vm in ("web-1", "web-2", "db-1", "db-2", "cache")
     }
     db2 = got.filter(pl.col("name") == "db-2").row(0, named=True)
-    assert (db2["guest_memory"], db2["vcpus"]) == (2 << 30, 32)
+    assert (db2["guest_memory"], db2["vcpus"]) == (3 << 30, 32)
+    assert set(rows.filter(pl.col("name") == "db-2")["layout"]) == {"q35"}  # any Scenario column
     assert rows["cell_id"].n_unique() == 20
 
     from sweep.report import write_report
@@ -93,10 +102,11 @@ def test_the_same_inventory_in_parquet_reads_the_same_rows(tmp_path):
         {
             "name": [r[0] for r in csv.rows],
             "paging_levels": pa.array([r[1] for r in csv.rows], pa.int32()),
-            "guest_memory": [r[2] for r in csv.rows],
-            "page_size": [r[3] for r in csv.rows],
-            "vcpus": [r[4] for r in csv.rows],
-            "dirty_ratio": [r[5] for r in csv.rows],
+            "layout": [r[2] for r in csv.rows],
+            "guest_memory": [r[3] for r in csv.rows],
+            "page_size": [r[4] for r in csv.rows],
+            "vcpus": [r[5] for r in csv.rows],
+            "dirty_ratio": [r[6] for r in csv.rows],
         }
     )
     pq.write_table(table, tmp_path / "vms.parquet")
@@ -133,6 +143,7 @@ GOOD = "ok-1,4,16MiB,4K,4,0.5,root\n"
         # valid alone, but no cell of the grid takes it: a 512G pass needs 5-level paging
         (HEADER + GOOD + "bad,4,16MiB,4K,4,0.5,\"512G,root\"\n", "row 2 (line 3)", "zap_levels",
          "below the root"),
+        ("name,layout,guest_memory\nvm,q36,16GiB\n", "row 1 (line 2)", "layout", "one of"),
         ("# comments and blank lines count as lines\n\n" + HEADER + GOOD + GOOD.replace("ok-1", "x")
          .replace("16MiB", "16MB"), "row 2 (line 5)", "guest_memory", "KiB"),
     ],

@@ -169,3 +169,23 @@ def test_a_retry_stopped_between_its_two_steps_is_finished_by_the_next_sweep(tmp
     assert scan.rows == 2 and scan.duplicates == 0  # the ok cells once, the failed gone
     assert done.errors == 2 and done.moved_to.exists() and done.kept.exists()
     assert finish_superseding(run) == []  # nothing left half done
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"guest_memory": "64MiB", "zap_levels": "2M,root"},
+        {"guest_memory": "8GiB", "page_size": "1G", "layout": "q35", "split_ratio": 0.25},
+        {"memslots": [{"gpa": 0, "size": "16MiB"}, {"gpa": "4GiB", "size": "2MiB",
+                       "page_size": "2M", "dirty_ratio": 0.0}]},
+    ],
+)  # fmt: skip
+def test_a_row_rebuilds_its_scenario_and_its_cell_id(fields):
+    from sweep.dataset import scenario_from_columns
+    from sweep.dataset.schema import scenario_columns
+
+    scenario = Scenario(**fields)
+    row = {"name": "vm-7", **scenario_columns(scenario)}
+    rebuilt = scenario_from_columns(row)
+    assert rebuilt == scenario
+    assert make_cell(rebuilt, SETTINGS, "vm-7") == make_cell(scenario, SETTINGS, "vm-7")

@@ -123,27 +123,23 @@ class PassRecorder:
 
 
 def table_max_body(bottom: Bottom) -> np.ndarray:
-    """Per bottom table, the body of its costliest entry (for a kind of
-    bottom not known here, an upper bound: the table's whole body)."""
+    """Per bottom table, the body of its costliest entry: of the leaves it
+    holds (a leaf's body is its clear and its A/D write-backs) and of the
+    child tables it removes (a bottom kind not known here gets an upper
+    bound, the table's whole body)."""
     c, g = bottom.costs, bottom.guest
-    kind = type(bottom)
-    n = len(bottom.tables)
-    if kind is SkipBottom:
-        return np.zeros(n, dtype=np.int64)
-    if kind is LeafBottom:
-        s = g.subtree(bottom.level, None)
-        out = np.zeros(n, dtype=np.int64)
-        for count, cost in (
-            (s.leaves, c.entry_present),
-            (s.accessed, c.accessed),
-            (s.dirty, c.dirty),
-        ):
-            out += (np.asarray(count) > 0) * np.int64(cost)
-        return out
-    if kind is TableBottom:
+    out = np.zeros(len(bottom.tables), dtype=np.int64)
+    known = isinstance(bottom, SkipBottom)
+    if isinstance(bottom, LeafBottom):
+        known = True
+        for count, cost in zip(bottom.held, (c.entry_present, c.accessed, c.dirty), strict=True):
+            out += (np.asarray(count) > 0) * np.int64(cost)  # a dirty leaf is accessed
+    if isinstance(bottom, TableBottom):
+        known = True
         sub = g.subtree(bottom.level - 1, bottom.cleared)
-        return g.per_table(bottom.level, c.entry_present + c.removal_cost(sub), np.maximum)
-    return bottom.table_sums().body.astype(np.int64)
+        removal = g.per_table(bottom.level, c.entry_present + c.removal_cost(sub), np.maximum)
+        out = np.maximum(out, removal)
+    return out if known else bottom.table_sums().body.astype(np.int64)
 
 
 @dataclass(frozen=True)

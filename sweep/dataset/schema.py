@@ -12,6 +12,7 @@ that a worker can build its rows' record batch with it.
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -86,8 +87,11 @@ def scenario_columns(scenario: Scenario) -> dict[str, Any]:
 
 def scenario_from_columns(row: Mapping[str, Any]) -> Scenario:
     """The Scenario a row's columns describe: the inverse of
-    :func:`scenario_columns` (``zap_levels`` read from its text)."""
-    return Scenario(**{name: row[name] for name in SCENARIO_FIELDS if name in row})
+    :func:`scenario_columns` (``zap_levels`` and ``memslots`` read from their text)."""
+    fields = {name: row[name] for name in SCENARIO_FIELDS if name in row}
+    if isinstance(fields.get("memslots"), str):
+        fields["memslots"] = json.loads(fields["memslots"])
+    return Scenario(**fields)
 
 
 def rows_table(rows: Sequence[dict[str, Any]]) -> pa.Table:
