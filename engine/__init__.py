@@ -17,6 +17,7 @@ from .cost_model import (
     load_cost_model,
     total_ps,
 )
+from .events import ZapEvents, zap_events
 from .fast import GuestCache
 from .memslot import Memslot, memslots_text
 from .result import RESULT_FIELDS, ZapResult
@@ -74,6 +75,7 @@ __all__ = [
     "Memslot",
     "Scenario",
     "ScenarioError",
+    "ZapEvents",
     "ZapResult",
     "available_cost_models",
     "event_counts",
@@ -85,4 +87,5 @@ __all__ = [
     "simulate",
     "strategy_levels",
     "strategy_name",
+    "zap_events",
 ]

@@ -216,7 +216,8 @@ class RootZap:
 
     def zap_pass(self, root: Table, zap_level: int, budget: int) -> None:
         tl = self.timeline
-        it = TdpIter(root, self.scenario.root_level, zap_level, 0)
+        # The walk's iterator, kept where an observer (engine.recording) can read it.
+        self.iter = it = TdpIter(root, self.scenario.root_level, zap_level, 0)
         end = self.scenario.end_gfn
         visits = 0
         while it.valid and it.gfn < end:

@@ -3,6 +3,8 @@ the walk of the scenario's ``resched`` policy."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from ..cost_model import CostModel
 from ..geometry import PTES_PER_TABLE
 from ..result import ZapResult
@@ -24,11 +26,19 @@ WALKS = {"never": run_never, "always": run_always, "tick": run_tick}
 PASS_CACHE_TABLES = 1 << 16
 
 
-def simulate_fast(scenario: Scenario, cm: CostModel, guests: GuestCache | None = None) -> ZapResult:
+def simulate_fast(
+    scenario: Scenario,
+    cm: CostModel,
+    guests: GuestCache | None = None,
+    walk: Callable[[Pass, FastTimeline], None] | None = None,
+) -> ZapResult:
+    """The zap's result.  ``walk`` runs each pass on the Timeline in place of
+    the scenario's ``resched`` walk: a trace's (``events``) records what the
+    walk does, and leaves the Timeline as the walk would."""
     guest = guests.get(scenario) if guests is not None else Guest.build(scenario)
     costs = Costs(scenario, cm)
     tl = FastTimeline(scenario, cm)
-    walk = WALKS[scenario.resched]
+    walk = walk or WALKS[scenario.resched]
     keep = guests is not None and guest.tables <= PASS_CACHE_TABLES
     cleared: int | None = None
     for zap_level in scenario.zap_level_numbers:

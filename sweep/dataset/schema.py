@@ -1,6 +1,7 @@
 """The Parquet schema of a sweep's rows: the contract with the report.
 
-Every Scenario field, ``strategy``, every ZapResult field, provenance.  On
+Every Scenario field, ``strategy``, every ZapResult field, provenance, and
+the VM's ``name`` when the sweep ran a fleet inventory.  On
 disk ``paging_levels`` and ``strategy`` are hive partition keys (directory
 names), so the files themselves hold ``FILE_SCHEMA``.
 
@@ -11,7 +12,8 @@ that a worker can build its rows' record batch with it.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -51,6 +53,8 @@ assert FLOAT_FIELDS == {
 
 ROW_SCHEMA = pa.schema(
     [pa.field("cell_id", pa.string(), nullable=False)]
+    # the VM's name, from a fleet inventory (null without one)
+    + [pa.field("name", pa.string())]
     + [pa.field(name, _SCENARIO_TYPES[name]) for name in SCENARIO_FIELDS]
     + [pa.field("strategy", pa.string())]
     + [pa.field(name, pa.bool_() if name == "rcu_stall" else pa.int64()) for name in RESULT_FIELDS]
@@ -79,6 +83,15 @@ def scenario_columns(scenario: Scenario) -> dict[str, Any]:
         row[name] = float(row[name])
     row["strategy"] = scenario.strategy
     return row
+
+
+def scenario_from_columns(row: Mapping[str, Any]) -> Scenario:
+    """The Scenario a row's columns describe: the inverse of
+    :func:`scenario_columns` (``zap_levels`` and ``memslots`` read from their text)."""
+    fields = {name: row[name] for name in SCENARIO_FIELDS if name in row}
+    if isinstance(fields.get("memslots"), str):
+        fields["memslots"] = json.loads(fields["memslots"])
+    return Scenario(**fields)
 
 
 def rows_table(rows: Sequence[dict[str, Any]]) -> pa.Table:

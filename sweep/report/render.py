@@ -22,7 +22,7 @@ import polars as pl
 from engine import format_memory
 from sweep.dataset import BadFile, read_manifest
 
-from . import plots, summary
+from . import fleet, plots, summary
 from .plots import fmt_seconds
 from .summary import (
     DEFAULT_GROUP_KEYS,
@@ -36,6 +36,7 @@ DEFAULT_BUDGET_MS = 100.0
 DEFAULT_STALL_TIMEOUT_S = 21.0
 MAX_ERRORS_LISTED = 100
 MAX_SUMMARY_ROWS_MD = 200
+MAX_VM_SECTIONS = 100  # a section each for the VMs with the longest worst operation
 PROVENANCE_COLUMNS = ("engine", "cost_model", "engine_version")
 
 
@@ -237,6 +238,8 @@ class ReportData:
     provenance: dict[str, list]
     manifest: dict | None
     skipped: tuple[BadFile, ...] = ()  # files the integrity check refused, not read
+    vms: pl.DataFrame | None = None  # per VM of a fleet inventory (fleet.vm_verdicts)
+    vm_shapes: pl.DataFrame | None = None
 
 
 def collect(
@@ -253,6 +256,9 @@ def collect(
     price = summary.price_of_safety(lf, keys=verdict_keys)
     summ = summary.summarize(lf, keys)
     plot_summary = summ if keys == DEFAULT_GROUP_KEYS else summary.summarize(lf)
+    manifest = read_manifest(results.run)
+    vms = fleet.vm_verdicts(lf) if fleet.has_vms(lf) else None
+    columns = ((manifest or {}).get("inventory") or {}).get("columns")
     return ReportData(
         source=source or str(results.run.results),
         budget_ms=budget_ms,
@@ -269,8 +275,10 @@ def collect(
         error_count=summary.error_count(lf),
         errors=summary.error_rows(lf, MAX_ERRORS_LISTED),
         provenance=summary.distinct_values(lf, PROVENANCE_COLUMNS + ("worker",)),
-        manifest=read_manifest(results.run),
+        manifest=manifest,
         skipped=results.skipped,
+        vms=vms,
+        vm_shapes=fleet.vm_shapes(lf, columns) if vms is not None else None,
     )
 
 
@@ -364,6 +372,7 @@ def sections(data: ReportData, plot_paths: dict[str, Path]) -> list[Section]:
             "Verdicts",
             (Bullets(tuple(verdict_lines(data.verdicts, data.budget_ms)) or ("no results",)),),
         ),
+        *vm_sections(data),
         Section(
             "Headline",
             (
@@ -430,6 +439,68 @@ def sections(data: ReportData, plot_paths: dict[str, Path]) -> list[Section]:
         )
     provenance = pl.DataFrame(_provenance_rows(data), schema=["item", "value"], orient="row")
     out.append(Section("Provenance", (Table(provenance),)))
+    return out
+
+
+VM_HEADERS = {
+    "worst_max_op_ns": "worst op",
+    "worst_max_rcu_hold_ns": "worst RCU hold",
+    "stalls": "cells with an RCU stall",
+}
+
+
+def vm_sections(data: ReportData) -> list[Section]:
+    """For a fleet inventory: a table of every VM (its worst operation per
+    strategy, and whether it stalls), then a section per VM."""
+    if data.vms is None or not data.vms.height:
+        return []
+    vms = data.vms
+    keys = [k for k in fleet.PER if k in vms.columns]
+    per = " and ".join(keys)
+    verdict = vms.with_columns(
+        pl.struct("worst_max_op_ns", "stalls")
+        .map_elements(
+            lambda r: fmt_ns(r["worst_max_op_ns"]) + (", RCU stall" if r["stalls"] else ""),
+            return_dtype=pl.String,
+        )
+        .alias("verdict"),
+        pl.concat_str([pl.col(k).cast(pl.String) for k in keys], separator=" / ").alias("per"),
+    )
+    overview = verdict.pivot(on="per", index="name", values="verdict", aggregate_function="first")
+    names = vms["name"].unique(maintain_order=True).to_list()
+    shapes = {
+        r["name"]: r for r in (data.vm_shapes.to_dicts() if data.vm_shapes is not None else [])
+    }
+    out = [
+        Section(
+            f"VMs ({len(names)})",
+            (
+                Text(
+                    f"Per VM of the inventory, per {per}: the worst single operation over the "
+                    "VM's cells, and whether any of them holds RCU past the stall timeout. "
+                    f"The VM with the longest worst operation first; a section each for the "
+                    f"first {MAX_VM_SECTIONS}. All of it is in `vms.parquet`."
+                ),
+                Table(overview.fill_null("—")),
+            ),
+        )
+    ]
+    for name in names[:MAX_VM_SECTIONS]:
+        rows = vms.filter(pl.col("name") == name)
+        shape = shapes.get(name, {})
+        described = ", ".join(
+            f"{k}={fmt_mem(v) if k == 'guest_memory' else fmt_plain(v)}"
+            for k, v in shape.items()
+            if k != "name"
+        )
+        stalls = rows.filter(pl.col("stalls") > 0)[keys[-1]].to_list()
+        line = (f"{described}. " if described else "") + (
+            f"RCU stall with {', '.join(map(str, stalls))}." if stalls else "No RCU stall."
+        )
+        table = rows.select(*keys, "cells", "errors", *VM_HEADERS)
+        out.append(Section(f"VM {name}", (Text(line), Table(display(table, VM_HEADERS))), level=3))
+    if len(names) > MAX_VM_SECTIONS:
+        out.append(Section(None, (Text(f"{len(names) - MAX_VM_SECTIONS} more VMs: see above."),)))
     return out
 
 
@@ -554,6 +625,9 @@ def write_report(
     run = results.run
     written: dict[str, Path] = {"summary": run.summary}
     data.summary.write_parquet(run.summary)
+    if data.vms is not None:
+        written["vms"] = run.vms
+        data.vms.write_parquet(run.vms)
     written.update(write_plots(data, run.plots))
     plot_paths = {k: v for k, v in written.items() if k in plots.PLOT_FILES}
     written["report_md"] = run.report_md

@@ -57,25 +57,30 @@ class RunSettings:
 class Cell:
     cell_id: str
     scenario: Scenario
+    name: str | None = None  # the VM's name, from an inventory
 
 
-def cell_id(scenario: Scenario, settings: RunSettings) -> str:
-    """A stable hash of the scenario, engine, cost model and engine version.
+def cell_id(scenario: Scenario, settings: RunSettings, name: str | None = None) -> str:
+    """A stable hash of the scenario, engine, cost model and engine version,
+    and of the VM's name when an inventory names it (two VMs of one shape
+    are two cells).
 
     Canonical JSON (sorted keys, normalised types) hashed with SHA-256; 16 hex
     digits.  Equal scenarios written differently ("1GiB" vs 1073741824) share
     an id; any change of a field, the engine, a cost or ENGINE_VERSION does not.
     """
-    # Same bytes as json.dumps({"scenario": ..., **identity}, sort_keys=True):
-    # the identity's keys (cost_model, engine, engine_version) sort before
-    # "scenario", so the settings part is spliced in once-encoded.
+    # Same bytes as json.dumps({"scenario": ..., "name": ..., **identity},
+    # sort_keys=True): the identity's keys (cost_model, engine,
+    # engine_version) sort before "name" and "scenario", so the settings part
+    # is spliced in once-encoded; "name" is left out when there is none.
     columns = json.dumps(scenario_columns(scenario), sort_keys=True, separators=(",", ":"))
-    text = settings.identity_json[:-1] + ',"scenario":' + columns + "}"
+    named = "" if name is None else ',"name":' + json.dumps(name)
+    text = settings.identity_json[:-1] + named + ',"scenario":' + columns + "}"
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def make_cell(scenario: Scenario, settings: RunSettings) -> Cell:
-    return Cell(cell_id(scenario, settings), scenario)
+def make_cell(scenario: Scenario, settings: RunSettings, name: str | None = None) -> Cell:
+    return Cell(cell_id(scenario, settings, name), scenario, name)
 
 
 def run_cell(
@@ -84,6 +89,7 @@ def run_cell(
     """One row: the scenario, its result or its error, and provenance."""
     row = {
         "cell_id": cell.cell_id,
+        "name": cell.name,
         **scenario_columns(cell.scenario),
         **settings.provenance_columns(),
         "worker": worker,
@@ -126,6 +132,7 @@ def error_table(cells: Sequence[Cell], settings: RunSettings, message: str) -> p
     rows = [
         {
             "cell_id": c.cell_id,
+            "name": c.name,
             **scenario_columns(c.scenario),
             **settings.provenance_columns(),
             "status": "error",
@@ -167,10 +174,11 @@ def new_cells(
     counts = RangeCounts()
     cells = []
     for digits, scenario in grid.scenarios(lo, hi, counts.grid):
-        if grid.is_duplicate(digits, scenario):
+        name = grid.name(digits)
+        if grid.is_duplicate(digits, scenario, name):
             counts.duplicates += 1
             continue
-        cells.append(make_cell(scenario, settings))
+        cells.append(make_cell(scenario, settings, name))
     if done is not None and len(done) and cells:
         keys = np.array([int(c.cell_id, 16) for c in cells], dtype=np.uint64)
         at = np.minimum(np.searchsorted(done, keys), len(done) - 1)

@@ -9,6 +9,7 @@ zapsweep hydra.run.dir=outputs/2026-01-01/12-00-00   # resume that run
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import resource
 import sys
@@ -28,6 +29,7 @@ from sweep.dataset import (
     RunDir,
     Scan,
     check_dataset,
+    finish_superseding,
     quarantine,
     read_manifest,
     write_manifest,
@@ -36,11 +38,20 @@ from sweep.dataset import (
 from .cells import RunSettings
 from .config import register_configs
 from .grid import Grid, GridError
+from .inventory import Inventory, path_override, read_inventory
 from .lock import RunDirLocked, check_free, run_dir_lock
 from .progress import Progress
+from .retry import prepare_retry, recorded_overrides
 from .runner import RunPlan, SweepStats, run
 from .session import ray_session
-from .validate import ConfigError, OutputError, check_config, check_overrides, probe_output
+from .validate import (
+    ConfigError,
+    OutputError,
+    check_config,
+    check_overrides,
+    check_settings,
+    probe_output,
+)
 
 log = logging.getLogger("zapsweep")
 
@@ -50,20 +61,31 @@ register_configs()
 def sweep(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Run the sweep ``cfg`` describes into ``run_dir``; return the manifest.
 
-    Before Ray starts: every setting and grid value is checked (ConfigError,
-    GridError, ScenarioError name the key), the run directory is locked
-    (RunDirLocked names the holder), and a probe is written where results go
-    (OutputError).  Bad files in results/ are quarantined and their cells rerun.
+    Before Ray starts: every setting, grid value and inventory row is checked
+    (ConfigError, InventoryError, GridError, ScenarioError name the key, or
+    the row and column), the run directory is locked (RunDirLocked names the
+    holder), and a probe is written where results go (OutputError).  Bad
+    files in results/ are quarantined and their cells rerun.  With
+    ``retry=errors`` the run's failed cells run again, and nothing else.
     """
     started = time.monotonic()
-    check_config(OmegaConf.to_container(cfg, resolve=True))
-    model = load_cost_model(OmegaConf.to_container(cfg.cost_model, resolve=True))
-    settings = RunSettings(engine=cfg.engine, cost_model=model)
-    grid = Grid.of(OmegaConf.to_container(cfg.grid, resolve=True))
+    settings, grid, inventory = prepare(cfg)
     run_at = RunDir.at(run_dir, cfg.results_dir)
     with run_dir_lock(run_dir):
         probe_output(run_at)
         scan = _quarantine_bad_files(run_at)
+        retry = None
+        if finish_superseding(run_at):  # a retry stopped between its two steps
+            scan = check_dataset(run_at)
+        if cfg.retry == "errors":
+            retry = prepare_retry(run_at, settings)
+            grid, scan = retry.grid, check_dataset(run_at)
+            log.info(
+                "retry=errors: %d failed cells run again; %d files moved to %s",
+                retry.cells,
+                len(retry.superseded),
+                run_at.superseded,
+            )
         plan = RunPlan(
             grid,
             settings,
@@ -71,8 +93,31 @@ def sweep(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             batch_size=cfg.batch.size,
             max_in_flight=cfg.batch.max_in_flight,
             max_retries=cfg.ray.max_retries,
+            max_failures=cfg.max_failures,
         )
-        return _run(cfg, run_at, plan, scan, started)
+        previous = read_manifest(run_at) or {}
+        extra = {
+            "inventory": inventory.describe() if inventory else previous.get("inventory"),
+            "retry": retry.as_dict() if retry else None,
+        }
+        return _run(cfg, run_at, plan, scan, started, extra)
+
+
+def prepare(cfg: DictConfig) -> tuple[RunSettings, Grid | None, Inventory | None]:
+    """Every check of the settings, the inventory and the grid; what the
+    sweep runs.  A retry runs the failed rows, not the grid: its grid (None)
+    comes from the run directory."""
+    config = OmegaConf.to_container(cfg, resolve=True)
+    inventory = grid = None
+    if config["retry"] is not None:
+        check_settings(config)
+    else:
+        inventory = read_inventory(config["inventory"]["path"])
+        rows = inventory.axis() if inventory else None
+        check_config(config, rows)
+        grid = Grid.of(config["grid"], rows)
+    model = load_cost_model(config["cost_model"])
+    return RunSettings(engine=cfg.engine, cost_model=model), grid, inventory
 
 
 def _quarantine_bad_files(run_at: RunDir) -> Scan:
@@ -88,12 +133,14 @@ def _quarantine_bad_files(run_at: RunDir) -> Scan:
     return scan
 
 
-def _run(cfg: DictConfig, run_at: RunDir, plan: RunPlan, scan: Scan, started: float) -> dict:
+def _run(
+    cfg: DictConfig, run_at: RunDir, plan: RunPlan, scan: Scan, started: float, extra: dict
+) -> dict:
     """Write the manifest, run the plan, write the manifest again with what happened."""
     provenance = Provenance.of(
         run_at, plan.settings.engine, ENGINE_VERSION, plan.settings.cost_model
     )
-    manifest = _manifest_at_start(cfg, run_at, provenance, scan, len(plan.done))
+    manifest = {**_manifest_at_start(cfg, run_at, provenance, scan, len(plan.done)), **extra}
     write_manifest(run_at, manifest)
     writer = ResultWriter(run_at, provenance.file_metadata())
     log.info(
@@ -102,7 +149,8 @@ def _run(cfg: DictConfig, run_at: RunDir, plan: RunPlan, scan: Scan, started: fl
         len(plan.done),
         run_at.results,
     )
-    with ray_session(cfg.ray):
+    # A grid without cells (a retry with nothing failed) needs no Ray.
+    with ray_session(cfg.ray) if plan.grid.size else contextlib.nullcontext():
         ray_ready = time.monotonic()
         cpu_at_start = time.process_time()
         progress = Progress(plan.grid.size, cfg.progress.bar, cfg.progress.log_interval_s)
@@ -113,7 +161,8 @@ def _run(cfg: DictConfig, run_at: RunDir, plan: RunPlan, scan: Scan, started: fl
         driver_cpu_s = time.process_time() - cpu_at_start
     writer.close()
     manifest.update(
-        status="complete",
+        status="complete" if stats.stopped is None else "stopped",
+        stopped_because=stats.stopped,
         finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
         counts={**stats.to_dict(), "rows_in_dataset": len(plan.done) + writer.rows},
         timings={
@@ -151,6 +200,14 @@ def _manifest_at_start(
 
 
 def _log_outcome(stats: SweepStats, run_at: RunDir) -> None:
+    if stats.stopped is not None:
+        log.error(
+            "stopped: %s; every result so far is in %s. Re-run the failed cells with "
+            "retry=errors hydra.run.dir=%s, or the rest of the grid with the same command",
+            stats.stopped,
+            run_at.results,
+            run_at.path,
+        )
     if stats.grid.invalid:
         log.info(
             "dropped %d invalid combinations: %s",
@@ -174,6 +231,9 @@ def _summary(manifest: dict[str, Any]) -> dict[str, Any]:
     return {k: manifest.get(k) for k in keep}
 
 
+# A sweep that stopped at max_failures: what ran is kept, the rest did not run.
+STOPPED_EXIT = 3
+
 # Errors that are the user's to fix: one line naming the key / path / holder, exit 2.
 USER_ERRORS = (ConfigError, GridError, ScenarioError, RunDirLocked, OutputError)
 
@@ -182,7 +242,7 @@ USER_ERRORS = (ConfigError, GridError, ScenarioError, RunDirLocked, OutputError)
 def _main(cfg: DictConfig) -> None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
-        sweep(cfg, run_dir)
+        manifest = sweep(cfg, run_dir)
     except USER_ERRORS as err:
         log.error("%s", err)
         sys.exit(2)
@@ -199,11 +259,19 @@ def _main(cfg: DictConfig) -> None:
         from sweep.report import cli as report_cli
 
         report_cli.main([str(run_dir)])
+    if manifest["status"] == "stopped":
+        sys.exit(STOPPED_EXIT)
+
+
+def command_line(args: list[str]) -> list[str]:
+    """The command line as Hydra gets it: ``inventory=FILE`` as
+    ``inventory.path=FILE``, and for ``retry=errors`` the run's own overrides first."""
+    return recorded_overrides([path_override(a) for a in args])
 
 
 def main() -> None:
     """The ``zapsweep`` console script: unknown keys are named before Hydra composes."""
-    args = sys.argv[1:]
+    sys.argv[1:] = args = command_line(sys.argv[1:])
     try:
         check_overrides(args)
         for arg in args:  # an explicit run dir: refuse before Hydra writes into it

@@ -80,8 +80,21 @@ class ProgressConfig:
 
 
 @dataclass
+class InventoryConfig:
+    """A fleet inventory: a CSV or Parquet file, one row per VM (Scenario
+    columns and an optional ``name``).  Cells are its rows times the product
+    of the grid's axes it does not set.  A path ends in .csv or .parquet; a
+    name without one is a shipped inventory, conf/inventory/<name>.csv.  On
+    the command line ``inventory=X`` means ``inventory.path=X`` (conf/inventory/
+    makes ``inventory`` a config group to Hydra)."""
+
+    path: str | None = None
+
+
+@dataclass
 class SweepConfig:
     grid: GridConfig = field(default_factory=GridConfig)
+    inventory: InventoryConfig = field(default_factory=InventoryConfig)
     engine: str = "fast"
     # The chosen conf/cost_model/<name>.yaml (a config group), checked by
     # engine.load_cost_model, which names a missing or bad cost.
@@ -91,6 +104,11 @@ class SweepConfig:
     progress: ProgressConfig = field(default_factory=ProgressConfig)
     results_dir: str = "results"  # inside the run directory
     report: bool = True  # write the report after the sweep (zapsweep-report)
+    # errors: re-run the cells whose row has status "error" (the run's own
+    # config, from <run_dir>/.hydra/overrides.yaml); the rows they replace are
+    # moved to <run_dir>/superseded/.
+    retry: str | None = None
+    max_failures: int | None = None  # stop the sweep after this many failed cells
 
 
 def register_configs() -> None:

@@ -52,6 +52,9 @@ class RunPlan:
     # Where a range's rows become Parquet bytes: "worker" (the default: the
     # driver only writes them) or "driver" (workers send Arrow tables).
     encode_on: str = "worker"
+    # Stop once this many cells have failed (None: never): no range is
+    # handed out after, those in flight are cancelled, what arrived is kept.
+    max_failures: int | None = None
 
 
 @dataclass
@@ -66,6 +69,8 @@ class SweepStats:
     lost_batches: int = 0  # ranges whose task failed for good (rows marked error)
     first_result_s: float | None = None
     elapsed_s: float = 0.0
+    stopped: str | None = None  # why the sweep stopped before the end of the grid
+    cancelled_batches: int = 0  # ranges in flight when it stopped, not run to the end
 
     def add(self, counts: RangeCounts) -> None:
         self.grid.add(counts.grid)
@@ -95,6 +100,8 @@ def run(plan: RunPlan, writer: ResultWriter, progress: Progress | None = None) -
     _ = plan.grid.twins  # worked out once, here, and shipped with the grid
     start = time.monotonic()  # the first submission: first_result_s counts from here
     stats = SweepStats()
+    if not plan.grid.size:  # a retry with no failed cell: nothing to hand out
+        return stats
     cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
     in_flight = plan.max_in_flight or 2 * cpus
     size = plan.batch_size or auto_batch_size(plan.grid.size, cpus)
@@ -105,7 +112,11 @@ def run(plan: RunPlan, writer: ResultWriter, progress: Progress | None = None) -
     ranges = iter(range(0, plan.grid.size, size))
     pending: dict[ray.ObjectRef, tuple[int, int]] = {}
     while True:
-        while len(pending) < in_flight and (lo := next(ranges, None)) is not None:
+        while (
+            stats.stopped is None
+            and len(pending) < in_flight
+            and (lo := next(ranges, None)) is not None
+        ):
             hi = min(lo + size, plan.grid.size)
             pending[task.remote(grid, settings, lo, hi, done, metadata)] = (lo, hi)
             stats.batches += 1
@@ -115,6 +126,8 @@ def run(plan: RunPlan, writer: ResultWriter, progress: Progress | None = None) -
         lo, hi = pending.pop(ref)
         try:
             result = ray.get(ref)
+        except ray.exceptions.TaskCancelledError:
+            continue  # cancelled after the sweep stopped: its cells stay to run
         except (ray.exceptions.RayError, OSError) as err:
             stats.lost_batches += 1
             log.warning("range %d..%d of the grid failed for good: %s", lo, hi - 1, err)
@@ -131,5 +144,11 @@ def run(plan: RunPlan, writer: ResultWriter, progress: Progress | None = None) -
             stats.first_result_s = time.monotonic() - start
         if progress is not None:
             progress.advance(hi - lo, ok=counts.ok, failed=counts.failed)
+        if stats.stopped is None and plan.max_failures and stats.failed >= plan.max_failures:
+            cells = "cell" if stats.failed == 1 else "cells"
+            stats.stopped = f"{stats.failed} {cells} failed (max_failures={plan.max_failures})"
+            stats.cancelled_batches = len(pending)
+            for ref in pending:
+                ray.cancel(ref)
     stats.elapsed_s = time.monotonic() - start
     return stats
