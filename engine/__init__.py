@@ -18,10 +18,21 @@ from .cost_model import (
     total_ps,
 )
 from .fast import GuestCache
+from .kernel import (
+    PREEMPT_MODELS,
+    ROOT_ZAP_MODES,
+    TRIGGERS,
+    KernelPreset,
+    available_kernels,
+    kernel_preset,
+)
 from .memslot import Memslot, memslots_text
 from .result import RESULT_FIELDS, ZapResult
 from .scenario import (
+    KERNEL_STRATEGY,
     LAYOUT_PRESETS,
+    PART_I_VALUES,
+    PRESET_FIELDS,
     SCENARIO_FIELDS,
     Scenario,
     strategy_levels,
@@ -63,7 +74,13 @@ def simulate(
 
 __all__ = [
     "COST_FIELDS",
+    "KERNEL_STRATEGY",
     "LAYOUT_PRESETS",
+    "PART_I_VALUES",
+    "PREEMPT_MODELS",
+    "PRESET_FIELDS",
+    "ROOT_ZAP_MODES",
+    "TRIGGERS",
     "DEFAULT_COST_MODEL",
     "ENGINES",
     "ENGINE_VERSION",
@@ -71,14 +88,17 @@ __all__ = [
     "SCENARIO_FIELDS",
     "CostModel",
     "GuestCache",
+    "KernelPreset",
     "Memslot",
     "Scenario",
     "ScenarioError",
     "ZapResult",
     "available_cost_models",
+    "available_kernels",
     "event_counts",
     "total_ps",
     "format_memory",
+    "kernel_preset",
     "load_cost_model",
     "memslots_text",
     "parse_memory",

@@ -6,10 +6,13 @@ from __future__ import annotations
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_engine_properties import scenario_kwargs, zap_levels
+from test_engine_properties import ODD_COSTS, scenario_kwargs, zap_levels
 
 from engine import Scenario, simulate
 from engine.fast import GuestCache
+
+# The default model, and one whose every cost differs from it.
+COST_MODELS = st.sampled_from(["seed-2022", ODD_COSTS])
 
 DIFFERENTIAL = settings(
     max_examples=300,
@@ -29,14 +32,14 @@ def assert_same(scenario: Scenario, cost_model: str = "seed-2022") -> None:
 
 
 @DIFFERENTIAL
-@given(kw=scenario_kwargs(), cost_model=st.sampled_from(["seed-2022", "upstream-6.13"]))
+@given(kw=scenario_kwargs(), cost_model=COST_MODELS)
 def test_fast_equals_reference(kw, cost_model) -> None:
     assert_same(Scenario(**kw), cost_model)
 
 
 @DIFFERENTIAL
 @given(
-    kw=scenario_kwargs(form="memslots"), cost_model=st.sampled_from(["seed-2022", "upstream-6.13"])
+    kw=scenario_kwargs(form="memslots"), cost_model=COST_MODELS
 )
 def test_fast_equals_reference_on_memslot_layouts(kw, cost_model) -> None:
     """Random slot lists (2 to 4 slots, unaligned edges, mixed backing page
@@ -47,7 +50,7 @@ def test_fast_equals_reference_on_memslot_layouts(kw, cost_model) -> None:
 
 
 @DIFFERENTIAL
-@given(kw=scenario_kwargs(form="q35"), cost_model=st.sampled_from(["seed-2022", "upstream-6.13"]))
+@given(kw=scenario_kwargs(form="q35"), cost_model=COST_MODELS)
 def test_fast_equals_reference_on_q35(kw, cost_model) -> None:
     assert_same(Scenario(**kw), cost_model)
 
@@ -84,7 +87,7 @@ def contended(draw) -> Scenario:
 
 
 @DIFFERENTIAL
-@given(scenario=contended(), cost_model=st.sampled_from(["seed-2022", "upstream-6.13"]))
+@given(scenario=contended(), cost_model=COST_MODELS)
 def test_fast_equals_reference_when_contended(scenario, cost_model) -> None:
     assert_same(scenario, cost_model)
 
@@ -105,7 +108,7 @@ def test_fast_equals_reference_when_contended(scenario, cost_model) -> None:
         min_size=2,
         max_size=6,
     ),
-    cost_model=st.sampled_from(["seed-2022", "upstream-6.13"]),
+    cost_model=COST_MODELS,
 )
 def test_cached_guest_and_passes_change_nothing(kw, variants, cost_model) -> None:
     """A sweep batch simulates many scenarios of one VM shape through one

@@ -196,9 +196,9 @@ def test_schema_rejects_wrong_keys_and_types_naming_them(override, key):
 def test_cost_model_is_chosen_by_name_from_conf():
     from engine import load_cost_model
 
-    cfg = _compose("cost_model=upstream-6.13")
+    cfg = _compose("cost_model=seed-2022")
     model = load_cost_model(OmegaConf.to_container(cfg.cost_model))
-    assert model == load_cost_model("upstream-6.13")
+    assert model == load_cost_model("seed-2022")
     with pytest.raises(ConfigCompositionException) as err:
         _compose("cost_model=no-such-model")
     assert "cost_model" in str(err.value)

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from engine import ENGINE_VERSION, CostModel, GuestCache, Scenario, simulate
+from engine import ENGINE_VERSION, PART_I_VALUES, CostModel, GuestCache, Scenario, simulate
 from sweep.dataset.schema import rows_table, scenario_columns
 
 from .grid import Grid, GridCounts
@@ -65,11 +65,18 @@ def cell_id(scenario: Scenario, settings: RunSettings) -> str:
     Canonical JSON (sorted keys, normalised types) hashed with SHA-256; 16 hex
     digits.  Equal scenarios written differently ("1GiB" vs 1073741824) share
     an id; any change of a field, the engine, a cost or ENGINE_VERSION does not.
+    The fields added with roots, kernels, triggers and contention are left out
+    at the value that means "as in Part I" (``engine.PART_I_VALUES``): such a
+    cell gives the result it gave before they existed, and keeps its id.
     """
     # Same bytes as json.dumps({"scenario": ..., **identity}, sort_keys=True):
     # the identity's keys (cost_model, engine, engine_version) sort before
     # "scenario", so the settings part is spliced in once-encoded.
-    columns = json.dumps(scenario_columns(scenario), sort_keys=True, separators=(",", ":"))
+    hashed = scenario_columns(scenario)
+    for name, value in PART_I_VALUES.items():
+        if hashed[name] == value:
+            del hashed[name]
+    columns = json.dumps(hashed, sort_keys=True, separators=(",", ":"))
     text = settings.identity_json[:-1] + ',"scenario":' + columns + "}"
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
