@@ -121,9 +121,12 @@ def run_batch(
 
     Cells of one VM shape run back to back and share its page table draw
     (the fast engine's GuestCache): in a grid most cells differ only in
-    strategy, vCPUs or scheduling."""
-    guests = GuestCache(size=1)
-    shape = [tuple(getattr(c.scenario, f) for f in GuestCache.KEY) for c in cells]
+    strategy, kernel, vCPUs or scheduling.  A cell with an SMM root draws a
+    second table, so the cache holds two, and the cells with an SMM root of
+    one shape run after those without."""
+    guests = GuestCache(size=2)
+    keys = (*GuestCache.KEY, "smm_populated_ratio")
+    shape = [tuple(getattr(c.scenario, f) for f in keys) for c in cells]
     order = sorted(range(len(cells)), key=lambda i: shape[i])
     return [run_cell(cells[i], settings, worker, guests) for i in order]
 
