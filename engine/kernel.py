@@ -194,7 +194,7 @@ def kernel_preset(name: str) -> KernelPreset:
     kernels = available_kernels()
     if not isinstance(name, str) or name not in kernels:
         raise ScenarioError(
-            "kernel", name, f"one of {list(kernels)} (as text, e.g. \"6.6\"), or null for none"
+            "kernel", name, f'one of {list(kernels)} (as text, e.g. "6.6"), or null for none'
         )
     with (kernel_dir() / f"{name}.yaml").open() as f:
         return parse_preset(yaml.safe_load(f), name)

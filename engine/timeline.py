@@ -109,7 +109,6 @@ class Timeline:
         self.resched_cleared = self.clock
 
 
-
 SUMMED = (
     "visits",
     "yields",

@@ -38,9 +38,7 @@ def test_fast_equals_reference(kw, cost_model) -> None:
 
 
 @DIFFERENTIAL
-@given(
-    kw=scenario_kwargs(form="memslots"), cost_model=COST_MODELS
-)
+@given(kw=scenario_kwargs(form="memslots"), cost_model=COST_MODELS)
 def test_fast_equals_reference_on_memslot_layouts(kw, cost_model) -> None:
     """Random slot lists (2 to 4 slots, unaligned edges, mixed backing page
     sizes, partial population, split ratios in [0, 1]) under every other

@@ -236,9 +236,7 @@ def test_mmu_lock_mode_costs_the_atomic_writes_of_read(name) -> None:
 @pytest.mark.parametrize("trigger", ["memslot", "vm_destroy"])
 def test_flushes_are_where_the_kernel_issues_them(name, trigger) -> None:
     """A contended CPU and 64 vCPUs: every flush the kernel would issue shows."""
-    s = Scenario(
-        kernel=name, trigger=trigger, guest_memory="64MiB", resched="always", vcpus=64
-    )
+    s = Scenario(kernel=name, trigger=trigger, guest_memory="64MiB", resched="always", vcpus=64)
     r = both(s)
     h = HISTORY[name]
     inline = 0
