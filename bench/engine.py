@@ -65,6 +65,16 @@ def measure(kw: dict, engine: str, repeat: int) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+# The 16 TiB cells of parts 4 and 5: tick at 1000 us, a flush before each yield, A=1, D=0.5.
+TIB16_CLASS = dict(
+    guest_memory="16TiB",
+    resched_interval_us=1000,
+    flush_on_yield=True,
+    accessed_ratio=1.0,
+    dirty_ratio=0.5,
+)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=3)
@@ -121,15 +131,11 @@ def main() -> None:
                     continue  # the same list as per_level
                 for resched in ("always", "tick"):
                     kw = dict(
+                        TIB16_CLASS,
                         paging_levels=paging,
-                        guest_memory="16TiB",
                         page_size=page,
                         zap_levels=strategy,
                         resched=resched,
-                        resched_interval_us=1000,
-                        flush_on_yield=True,
-                        accessed_ratio=1.0,
-                        dirty_ratio=0.5,
                     )
                     m = measure(kw, "fast", args.repeat)
                     wall = statistics.median(m["times"])
@@ -150,18 +156,8 @@ def main() -> None:
     for resched in ("tick", "always"):
         walls = {}
         for name, layout in layouts.items():
-            kw = dict(
-                paging_levels=5,
-                guest_memory="16TiB",
-                zap_levels="per_level",
-                resched=resched,
-                resched_interval_us=1000,
-                flush_on_yield=True,
-                accessed_ratio=1.0,
-                dirty_ratio=0.5,
-                **layout,
-            )
-            m = measure(kw, "fast", args.repeat)
+            kw = dict(TIB16_CLASS, paging_levels=5, zap_levels="per_level", resched=resched)
+            m = measure(dict(kw, **layout), "fast", args.repeat)
             walls[name] = wall = statistics.median(m["times"])
             print(
                 f"{name:>18} {resched:>6}  wall {wall:6.3f} s (cold {m['times'][0]:.3f})"

@@ -369,6 +369,7 @@ def scenario_kwargs(draw, resched=None, form=None) -> dict:
 
 
 scenarios = scenario_kwargs().map(lambda kw: Scenario(**kw))
+memslot_scenarios = scenario_kwargs(form="memslots").map(lambda kw: Scenario(**kw))
 cost_models = st.sampled_from(available_cost_models() + [ODD_COSTS])
 
 
@@ -401,6 +402,19 @@ def test_built_table_matches_the_rule_and_the_draw(scenario: Scenario) -> None:
 @PROFILE
 @given(scenario=scenarios, cost_model=cost_models)
 def test_zap_clears_exactly_what_was_built(scenario: Scenario, cost_model) -> None:
+    assert_clears_what_was_built(scenario, cost_model)
+
+
+@settings(PROFILE, max_examples=max(PROFILE.max_examples, 100))
+@given(scenario=memslot_scenarios, cost_model=cost_models)
+def test_zap_clears_exactly_what_was_built_on_memslot_layouts(scenario, cost_model) -> None:
+    """The table and the zap on slot lists alone (tables mixing leaves and
+    child tables, leaves at three levels, slots meeting inside one table)."""
+    assert built_from_table(scenario) == built_from_rule(scenario)
+    assert_clears_what_was_built(scenario, cost_model)
+
+
+def assert_clears_what_was_built(scenario: Scenario, cost_model) -> None:
     built = built_from_table(scenario)
     r = simulate(scenario, engine=ENGINE, cost_model=cost_model)
     event(f"resched={scenario.resched} yields>0={r.yields > 0}")
