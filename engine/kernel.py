@@ -188,7 +188,6 @@ def parse_preset(data: Any, name: str) -> KernelPreset:
     )
 
 
-@functools.lru_cache(maxsize=64)
 def kernel_preset(name: str) -> KernelPreset:
     """The preset ``name`` (conf/kernel/<name>.yaml), parsed once per process."""
     kernels = available_kernels()
@@ -196,6 +195,11 @@ def kernel_preset(name: str) -> KernelPreset:
         raise ScenarioError(
             "kernel", name, f'one of {list(kernels)} (as text, e.g. "6.6"), or null for none'
         )
+    return _load(name)
+
+
+@functools.lru_cache(maxsize=64)
+def _load(name: str) -> KernelPreset:
     with (kernel_dir() / f"{name}.yaml").open() as f:
         return parse_preset(yaml.safe_load(f), name)
 
