@@ -188,6 +188,12 @@ def zap_events(
         raise TypeError(f"scenario must be an engine.Scenario, not {type(scenario).__name__}")
     if max_operations < 1:
         raise ScenarioError("max_operations", max_operations, "an integer >= 1")
+    if len(scenario.roots) > 1:
+        # One root's timeline: the events of several roots (SMM's, parallel
+        # workers) would need a track each.
+        raise ScenarioError(
+            "smm_populated_ratio", scenario.smm_populated_ratio, "0 in a trace (one root)"
+        )
     model = load_cost_model(cost_model)
     if engine == "reference":
         from .recording import record_reference

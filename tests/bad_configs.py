@@ -80,6 +80,29 @@ CASES: list[tuple[str, list[str], str, str]] = [
         "multiple of the page size",
     ),  # fmt: skip
     ("paging-three", ["grid.paging_levels=[3]"], "grid.paging_levels", "[4, 5]"),
+    # kernels, triggers, roots, contention
+    ("kernel-unknown", ['grid.kernel=["7.0"]'], "grid.kernel", "'6.14'"),
+    ("kernel-among-good", ['grid.kernel=["6.6","5.4"]'], "grid.kernel", "'5.15'"),
+    ("trigger-unknown", ["grid.trigger=[reboot]"], "grid.trigger", "'vm_destroy'"),
+    ("preempt-unknown", ["grid.preempt=[rt]"], "grid.preempt", "'voluntary'"),
+    (
+        "preempt-lazy-on-6.6",
+        ['grid.kernel=["6.6"]', "grid.preempt=[lazy]"],
+        "grid.preempt",
+        "'full'",
+    ),
+    ("contention-zero", ["grid.lock_contention_us=[0]"], "grid.lock_contention_us", "null"),
+    ("contention-negative", ["grid.lock_contention_us=[-5]"], "grid.lock_contention_us", "null"),
+    ("smm-above-one", ["grid.smm_populated_ratio=[1.5]"], "grid.smm_populated_ratio", "[0, 1]"),
+    ("smm-negative", ["grid.smm_populated_ratio=[-0.1]"], "grid.smm_populated_ratio", "[0, 1]"),
+    ("root-zap-unknown", ["grid.root_zap=[async]"], "grid.root_zap", "'parallel'"),
+    (
+        "zap-levels-kernel-without-one",
+        ["grid.zap_levels=[kernel]"],
+        "grid.zap_levels",
+        "kernel preset",
+    ),
+    ("cost-model-retired", ["cost_model=upstream-6.13"], "cost_model", "seed-2022"),
     ("page-size-8k", ["grid.page_size=[8K]"], "grid.page_size", "'2M'"),
     (
         "zap-512g-on-4-level",

@@ -244,10 +244,15 @@ def test_unknown_resched(resched) -> None:
     assert "tick" in err.allowed
 
 
-@pytest.mark.parametrize("lock", ["exclusive", "shared", "WRITE", None])
+@pytest.mark.parametrize("lock", ["exclusive", "shared", "WRITE", True])
 def test_unknown_mmu_lock(lock) -> None:
     err = rejects("mmu_lock", mmu_lock=lock)
     assert "read" in err.allowed and "write" in err.allowed
+
+
+def test_mmu_lock_left_none_is_the_kernel_s_or_write() -> None:
+    assert Scenario(mmu_lock=None).mmu_lock == "write"
+    assert Scenario(kernel="6.6", mmu_lock=None).mmu_lock == "read"
 
 
 @pytest.mark.parametrize("page_size", ["8K", "4k", "512G", 4096, None])

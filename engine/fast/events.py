@@ -36,7 +36,7 @@ from .bottom import Bottom, LeafBottom, SkipBottom, TableBottom
 from .never import run_never
 from .tick import run_tick
 from .timeline import FastTimeline
-from .zap import simulate_fast
+from .zap import simulate_fast, walk_of
 from .zap_pass import Pass
 
 # What the logged walk of an ``always`` pass must leave as the closed form does.
@@ -95,11 +95,11 @@ class PassRecorder:
 
     def walk(self, p: Pass, tl: FastTimeline) -> np.ndarray | None:
         """Run the pass; return its yields' log, or None if it did not fit."""
-        policy = tl.scenario.resched
-        if policy == "never":
+        walk = walk_of(tl.scenario)
+        if walk is run_never:
             run_never(p, tl)
             return np.zeros((0, K.LOG_COLUMNS), dtype=np.int64)
-        if policy == "tick":
+        if walk is run_tick:
             log = np.empty((self.room, K.LOG_COLUMNS), dtype=np.int64)
             yields = tl.yields
             run_tick(p, tl, log)

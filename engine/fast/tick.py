@@ -1,5 +1,7 @@
-"""A pass under ``resched=tick``: need_resched is raised every interval of
-zap time, and the next check that may yield does.
+"""A pass whose need-break is raised every interval of zap time:
+need_resched under ``resched=tick``, a waiter for mmu_lock every
+``lock_contention_us`` when the kernel honours it (either or both; one yield
+answers both), and the next check that may yield does.
 
 The work is in placing yields: the next one is the first visit whose check
 comes at or after the next multiple of the interval, if the walk made
@@ -39,9 +41,12 @@ def run_tick(
     st[K.CLOCK], st[K.CLEARED_AT], st[K.HOLD_START] = tl.clock, tl.resched_cleared, tl.hold_start
     st[K.HOLD_TABLES], st[K.PENDING] = tl.hold_tables, tl.flush_pending
     st[K.MAX_HOLD], st[K.PEAK_TABLES] = tl.max_hold_ps, tl.pending_free_peak_tables
+    # 0: no second interval; a trace's own interval replaces the scenario's
+    intervals = (*tl.intervals_ps, 0) if interval is None else (interval, 0)
     K.tick_walk(
         st,
-        np.int64(tl.interval_ps if interval is None else interval),
+        np.int64(intervals[0]),
+        np.int64(intervals[1]),
         np.int64(c.visit),
         np.int64(c.entry_present),
         np.int64(c.accessed),

@@ -257,9 +257,21 @@ def _gallop(cum_cost, k, x):
 
 
 @njit(cache=True)
+def _next_raise(cleared, interval, interval2):
+    """The first clock at which a need-break raised after ``cleared`` is
+    seen: the next multiple of ``interval``, or of ``interval2`` (if > 0)
+    when that comes first."""
+    boundary = (cleared // interval + 1) * interval
+    if interval2 > 0:
+        boundary = min(boundary, (cleared // interval2 + 1) * interval2)
+    return boundary
+
+
+@njit(cache=True)
 def tick_walk(
     st,  # int64[STATE_SLOTS], read and written
-    interval,
+    interval,  # > 0: need-break raised at its multiples of zap time
+    interval2,  # a second such interval, or 0
     visit,
     entry_present,
     accessed_ps,
@@ -294,10 +306,10 @@ def tick_walk(
     ks = js = np.int64(0)  # where the search began: the visit after the last yield
     while True:
         # The next yield: the first visit whose check (after its visit cost)
-        # sees the next multiple of the interval, if the walk made progress
+        # sees the next multiple of an interval, if the walk made progress
         # (a step side) since the last yield; otherwise the first step side
         # after it.
-        boundary = (st[CLEARED_AT] // interval + 1) * interval
+        boundary = _next_raise(st[CLEARED_AT], interval, interval2)
         x = boundary - visit - (st[CLOCK] - here_c)
         kx = _gallop(cum_cost, k, x)
         if kx > k:

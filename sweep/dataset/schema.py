@@ -41,6 +41,14 @@ _SCENARIO_TYPES = {
     "layout": pa.string(),
     "memslots": pa.string(),  # engine.memslots_text: canonical JSON, null for a preset layout
     "split_ratio": pa.float64(),
+    "smm_populated_ratio": pa.float64(),
+    "root_zap": pa.string(),
+    "kernel": pa.string(),  # a preset's name, null for none
+    "trigger": pa.string(),
+    "ad_writeback": pa.bool_(),
+    "preempt": pa.string(),
+    "lock_contention_us": pa.float64(),  # null: no waiter for mmu_lock
+    "flush_on_remove": pa.bool_(),
 }
 assert set(_SCENARIO_TYPES) == set(SCENARIO_FIELDS), "schema out of step with engine.Scenario"
 
@@ -48,7 +56,7 @@ assert set(_SCENARIO_TYPES) == set(SCENARIO_FIELDS), "schema out of step with en
 # written as 1.0 (and hashed as 1.0: the cell id sees the columns).
 FLOAT_FIELDS = frozenset(n for n, t in _SCENARIO_TYPES.items() if pa.types.is_floating(t))
 assert FLOAT_FIELDS == {
-    f.name for f in dataclasses.fields(Scenario) if f.type in ("float", float)
+    f.name for f in dataclasses.fields(Scenario) if f.type in ("float", float, "float | None")
 }, "float columns out of step with engine.Scenario's field types"
 
 ROW_SCHEMA = pa.schema(
@@ -80,7 +88,8 @@ def scenario_columns(scenario: Scenario) -> dict[str, Any]:
     row["zap_levels"] = ",".join(scenario.zap_levels)
     row["memslots"] = memslots_text(scenario.memslots)
     for name in FLOAT_FIELDS:
-        row[name] = float(row[name])
+        if row[name] is not None:
+            row[name] = float(row[name])
     row["strategy"] = scenario.strategy
     return row
 

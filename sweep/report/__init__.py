@@ -3,18 +3,20 @@
 It only reads the dataset: a file that fails the integrity check is skipped,
 named and counted, never moved.
 
-- ``summarize``, ``verdicts``, ``price_of_safety``, ``open_results`` (``summary``);
+- ``summarize``, ``verdicts``, ``kernel_verdicts``, ``price_of_safety``, ``open_results``
+  (``summary``);
 - ``write_report``, ``headline_table``, ``compare`` (``render``);
 - ``main``: the ``zapsweep-report`` command (``cli``).
 """
 
 from .cli import main
 from .render import compare, headline_table, write_report
-from .summary import open_results, price_of_safety, summarize, verdicts
+from .summary import kernel_verdicts, open_results, price_of_safety, summarize, verdicts
 
 __all__ = [
     "compare",
     "headline_table",
+    "kernel_verdicts",
     "main",
     "open_results",
     "price_of_safety",

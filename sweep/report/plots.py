@@ -1,4 +1,4 @@
-"""The report's three plots, drawn with matplotlib's object API (Agg, no pyplot state).
+"""The report's plots, drawn with matplotlib's object API (Agg, no pyplot state).
 
 Each function takes an already aggregated ``polars.DataFrame`` (see
 ``sweep.summary``) and writes one PNG.
@@ -20,12 +20,13 @@ from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from engine import format_memory
 
-from .summary import LAYOUT_KEYS, STRATEGY_ORDER
+from .summary import DISPLAY_ORDER, LAYOUT_KEYS, STRATEGY_ORDER
 
 DPI = 110
 PAGE_SIZE_STYLE = {"4K": "-", "2M": "--", "1G": ":"}
 PAGING_MARKER = {4: "o", 5: "^"}
 PLOT_FILES = {
+    "kernel_latency_vs_memory": "kernel_latency_vs_memory.png",  # when kernels ran
     "latency_vs_memory": "latency_vs_memory.png",
     "rcu_hold_heatmap": "rcu_hold_heatmap.png",
     "cost_vs_latency": "cost_vs_latency.png",
@@ -158,6 +159,101 @@ def plot_latency_vs_memory(
     labels = sorted(legend, key=lambda x: (rank.get(x.split(" (")[0], len(rank)), x))
     fig.legend([legend[x] for x in labels], labels, loc="outside right center", fontsize=9)
     fig.suptitle("Worst single operation vs guest memory (worst over all other fields)")
+    fig.savefig(path, dpi=DPI)
+    return path
+
+
+TRIGGER_TITLES = {"memslot": "memslot deletion", "vm_destroy": "VM destruction"}
+# Old kernels warm, new ones cool.  Kernels often give the same curve (5.18,
+# 6.6 and 6.9-prove-mmu zap alike): hollow markers of falling size, so that
+# coinciding curves show as nested marks.
+KERNEL_PALETTE = ("#b2182b", "#ef8a62", "#e6ab02", "#1b9e77", "#66a61e", "#2166ac", "#762a83")
+KERNEL_MARKERS = ("o", "s", "D", "^", "v", "P", "X")
+
+
+def _kernel_styles(kernels: Sequence[str]) -> dict[str, dict]:
+    """Line style per kernel, in version order (the known presets first)."""
+    known = DISPLAY_ORDER["kernel"]
+    ordered = [k for k in known if k in kernels] + sorted(k for k in kernels if k not in known)
+    rank = {k: i for i, k in enumerate([*known, *ordered])}
+    out = {}
+    for k in ordered:
+        i = rank[k]
+        out[k] = dict(
+            color=KERNEL_PALETTE[i % len(KERNEL_PALETTE)],
+            marker=KERNEL_MARKERS[i % len(KERNEL_MARKERS)],
+            markersize=max(3.5, 11 - 1.2 * (i % len(KERNEL_MARKERS))),
+            markerfacecolor="none",
+            markeredgewidth=1.3,
+            linewidth=1.3,
+            linestyle="--" if "-" in k else "-",
+        )
+    return out
+
+
+def plot_kernel_latency_vs_memory(
+    curve: pl.DataFrame, path: Path, budget_ms: float, stall_timeout_s: float
+) -> Path:
+    """Per kernel, worst single operation (top) and worst RCU hold (bottom)
+    against guest memory, one column per trigger, worst over every other
+    field; the budget and the RCU stall timeout drawn."""
+    triggers = [t for t in DISPLAY_ORDER["trigger"] if t in set(curve["trigger"].to_list())]
+    fig = Figure(figsize=(5.6 * max(len(triggers), 1) + 1.6, 8.4), layout="constrained")
+    if not curve.height or not triggers:
+        return _empty(fig, path, "no successful kernel cells to plot")
+    styles = _kernel_styles(curve["kernel"].unique().to_list())
+    axes = fig.subplots(2, len(triggers), sharex=True, sharey="row", squeeze=False)
+    rows = (
+        ("worst_max_op_ns", "worst single operation", budget_ms / 1e3, "budget"),
+        ("worst_max_rcu_hold_ns", "worst RCU hold", stall_timeout_s, "RCU stall timeout"),
+    )
+    mems = sorted(curve["guest_memory"].unique().to_list())
+    for j, trigger in enumerate(triggers):
+        sub = curve.filter(pl.col("trigger") == trigger)
+        for i, (column, label, limit, what) in enumerate(rows):
+            ax = axes[i][j]
+            for kernel, style in styles.items():
+                line = sub.filter(pl.col("kernel") == kernel).sort("guest_memory")
+                if not line.height:
+                    continue
+                ax.plot(
+                    line["guest_memory"].to_numpy(),
+                    line[column].to_numpy() / 1e9,
+                    label=kernel,
+                    **style,
+                )
+            ax.axhline(limit, color="crimson" if i == 0 else "black", lw=1.2, ls="-.")
+            ax.text(
+                0.01,
+                limit,
+                f" {what} {fmt_seconds(limit)}",
+                color="crimson" if i == 0 else "black",
+                va="bottom",
+                transform=ax.get_yaxis_transform(),
+            )
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("log")
+            _time_axis(ax, "y")
+            ax.grid(True, which="major", alpha=0.3)
+            if j == 0:
+                ax.set_ylabel(label)
+            if i == 0:
+                ax.set_title(TRIGGER_TITLES.get(trigger, trigger))
+            else:
+                ax.set_xticks(mems, [format_memory(int(m)) for m in mems], rotation=45)
+                ax.xaxis.set_minor_formatter(NullFormatter())
+                ax.set_xlabel("guest memory")
+    legend: dict[str, object] = {}
+    for ax in axes[0]:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            legend.setdefault(label, handle)
+    labels = [k for k in styles if k in legend]
+    fig.legend([legend[k] for k in labels], labels, loc="outside right center", fontsize=9,
+               title="kernel")  # fmt: skip
+    fig.suptitle(
+        "Kernels: worst operation and RCU hold vs guest memory (worst over the rest; "
+        "nested marks: kernels with the same curve)"
+    )
     fig.savefig(path, dpi=DPI)
     return path
 

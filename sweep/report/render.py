@@ -134,6 +134,8 @@ def terminal_table(df: pl.DataFrame) -> str:
 
 
 HEADLINE_HEADERS = {
+    "kernel": "kernel",
+    "trigger": "trigger",
     "paging_levels": "paging",
     "layout": "layout",
     "split_ratio": "split",
@@ -172,7 +174,14 @@ def headline(verdicts: pl.DataFrame, price: pl.DataFrame) -> pl.DataFrame:
     return out.select(c for c in HEADLINE_HEADERS if c in out.columns)
 
 
+TRIGGER_NAMES = {"memslot": "memslot deletion", "vm_destroy": "VM destruction"}
+
+
 def _group_name(key: str, value: Any) -> str:
+    if key == "kernel":
+        return "no kernel preset" if value is None else f"kernel {value}"
+    if key == "trigger":
+        return TRIGGER_NAMES.get(value, str(value))
     if key == "paging_levels":
         return f"{value}-level paging"
     if key == "page_size":
@@ -217,6 +226,58 @@ def verdict_lines(verdicts: pl.DataFrame, budget_ms: float) -> list[str]:
     return lines
 
 
+def kernel_lines(kernels: pl.DataFrame, budget_ms: float) -> list[str]:
+    """One sentence per kernel and trigger: its worst operation and RCU
+    hold, and the largest guest without an RCU stall."""
+    budget = fmt_seconds(budget_ms / 1e3)
+    lines = []
+    for row in kernels.filter(pl.col("cells") > 0).iter_rows(named=True):
+        who = f"**On {row['kernel']}, {TRIGGER_NAMES.get(row['trigger'], row['trigger'])}:**"
+        op = f"worst operation {fmt_ns(row['worst_max_op_ns'])}"
+        under, over = row["under_budget_up_to"], row["over_budget_from"]
+        if over is None:
+            op += f" (under {budget} at every size tested)"
+        elif under is None:
+            op += f" (over {budget} from the smallest guest tested, {fmt_mem(over)})"
+        else:
+            op += f" (under {budget} up to {fmt_mem(under)}, over from {fmt_mem(over)})"
+        free, stalls = row["stall_free_up_to"], row["stalls_from"]
+        if stalls is None:
+            stall = f"no RCU stall up to {fmt_mem(row['largest_memory'])}, the largest tested"
+        elif free is None:
+            stall = f"RCU stalls from {fmt_mem(stalls)}, the smallest guest tested"
+        else:
+            stall = f"RCU stalls from {fmt_mem(stalls)}: no stall up to {fmt_mem(free)}"
+        hold = fmt_ns(row["worst_max_rcu_hold_ns"])
+        lines.append(f"{who} {op}, worst RCU hold {hold}; {stall}.")
+    return lines
+
+
+KERNEL_COLUMNS = (
+    "kernel",
+    "trigger",
+    "cells",
+    "errors",
+    "largest_memory",
+    "worst_max_op_ns",
+    "worst_max_rcu_hold_ns",
+    "worst_wall_ns",
+    "stalls",
+    "under_budget_up_to",
+    "over_budget_from",
+    "stall_free_up_to",
+    "stalls_from",
+)
+KERNEL_HEADERS = {
+    "largest_memory": "largest guest",
+    "worst_max_op_ns": "worst op",
+    "worst_max_rcu_hold_ns": "worst RCU hold",
+    "worst_wall_ns": "longest zap (wall)",
+    "stall_free_up_to": "no stall up to",
+    "stalls_from": "stalls from",
+}
+
+
 @dataclass(frozen=True)
 class ReportData:
     """Everything a report shows, aggregated from one dataset."""
@@ -240,6 +301,8 @@ class ReportData:
     skipped: tuple[BadFile, ...] = ()  # files the integrity check refused, not read
     vms: pl.DataFrame | None = None  # per VM of a fleet inventory (fleet.vm_verdicts)
     vm_shapes: pl.DataFrame | None = None
+    kernels: pl.DataFrame | None = None  # summary.kernel_verdicts, when kernels ran
+    kernel_curve: pl.DataFrame | None = None  # worst cases per kernel, trigger, memory
 
 
 def collect(
@@ -259,6 +322,13 @@ def collect(
     manifest = read_manifest(results.run)
     vms = fleet.vm_verdicts(lf) if fleet.has_vms(lf) else None
     columns = ((manifest or {}).get("inventory") or {}).get("columns")
+    # The latency plot is worst over kernels and triggers; they have their own.
+    plot_keys = [k for k in verdict_keys if k not in summary.KERNEL_KEYS]
+    kernels = kernel_curve = None
+    if summary.has_kernels(lf):
+        kernels = summary.kernel_verdicts(lf, budget_ms)
+        with_kernel = lf.filter(pl.col("kernel").is_not_null())
+        kernel_curve = summary.memory_curve(with_kernel, summary.KERNEL_KEYS)
     return ReportData(
         source=source or str(results.run.results),
         budget_ms=budget_ms,
@@ -269,7 +339,7 @@ def collect(
         verdicts=verdicts,
         price=price,
         headline=headline(verdicts, price),
-        curve=summary.memory_curve(lf, verdict_keys),
+        curve=summary.memory_curve(lf, plot_keys),
         rcu_grid=summary.rcu_hold_grid(lf),
         plot_summary=plot_summary,
         error_count=summary.error_count(lf),
@@ -279,6 +349,8 @@ def collect(
         skipped=results.skipped,
         vms=vms,
         vm_shapes=fleet.vm_shapes(lf, columns) if vms is not None else None,
+        kernels=kernels,
+        kernel_curve=kernel_curve,
     )
 
 
@@ -368,6 +440,7 @@ def sections(data: ReportData, plot_paths: dict[str, Path]) -> list[Section]:
                 ),
             ),
         ),
+        *_kernel_sections(data),
         Section(
             "Verdicts",
             (Bullets(tuple(verdict_lines(data.verdicts, data.budget_ms)) or ("no results",)),),
@@ -504,6 +577,34 @@ def vm_sections(data: ReportData) -> list[Section]:
     return out
 
 
+def _kernel_sections(data: ReportData) -> list[Section]:
+    if data.kernels is None:
+        return []
+    budget = fmt_seconds(data.budget_ms / 1e3)
+    table = data.kernels.select(c for c in KERNEL_COLUMNS if c in data.kernels.columns)
+    headers = {
+        **KERNEL_HEADERS,
+        "under_budget_up_to": f"under {budget} up to",
+        "over_budget_from": f"over {budget} from",
+    }
+    return [
+        Section(
+            "Kernels",
+            (
+                Text(
+                    "Per kernel preset and what triggers the zap, worst over every other field "
+                    "(paging depth, page size, roots, ...): the worst single operation, the "
+                    "worst RCU hold, and the largest guest without an RCU stall (it and every "
+                    "smaller one tested). *longest zap (wall)*: until the last root is done, "
+                    "parallel workers counted once."
+                ),
+                Bullets(tuple(kernel_lines(data.kernels, data.budget_ms)) or ("no results",)),
+                Table(display(table, headers)),
+            ),
+        )
+    ]
+
+
 def _error_blocks(data: ReportData) -> tuple[Block, ...]:
     if not data.error_count:
         return (Text("No cell failed."),)
@@ -593,7 +694,15 @@ def render_html(data: ReportData, plot_paths: dict[str, Path]) -> str:
 def write_plots(data: ReportData, plots_dir: Path) -> dict[str, Path]:
     plots_dir.mkdir(parents=True, exist_ok=True)
     f = plots.PLOT_FILES
-    return {
+    drawn = {}
+    if data.kernel_curve is not None:
+        drawn["kernel_latency_vs_memory"] = plots.plot_kernel_latency_vs_memory(
+            data.kernel_curve,
+            plots_dir / f["kernel_latency_vs_memory"],
+            data.budget_ms,
+            data.stall_timeout_s,
+        )
+    return drawn | {
         "latency_vs_memory": plots.plot_latency_vs_memory(
             data.curve, plots_dir / f["latency_vs_memory"], data.budget_ms, data.stall_timeout_s
         ),
@@ -646,6 +755,9 @@ def headline_table(path: Source, budget_ms: float = DEFAULT_BUDGET_MS) -> str:
     budget = fmt_seconds(budget_ms / 1e3)
     headers = {**HEADLINE_HEADERS, "under_budget_up_to": f"under {budget} up to"}
     lines = [terminal_table(display(table, headers))]
+    if summary.has_kernels(lf):
+        kernels = kernel_lines(summary.kernel_verdicts(lf, budget_ms), budget_ms)
+        lines += [line.replace("**", "") for line in kernels]
     lines += [line.replace("**", "") for line in verdict_lines(v, budget_ms)]
     n_err = summary.error_count(lf)
     if n_err:

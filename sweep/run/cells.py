@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from engine import ENGINE_VERSION, CostModel, GuestCache, Scenario, simulate
+from engine import ENGINE_VERSION, PART_I_VALUES, CostModel, GuestCache, Scenario, simulate
 from sweep.dataset.schema import rows_table, scenario_columns
 
 from .grid import Grid, GridCounts
@@ -68,12 +68,19 @@ def cell_id(scenario: Scenario, settings: RunSettings, name: str | None = None) 
     Canonical JSON (sorted keys, normalised types) hashed with SHA-256; 16 hex
     digits.  Equal scenarios written differently ("1GiB" vs 1073741824) share
     an id; any change of a field, the engine, a cost or ENGINE_VERSION does not.
+    The fields added with roots, kernels, triggers and contention are left out
+    at the value that means "as in Part I" (``engine.PART_I_VALUES``): such a
+    cell gives the result it gave before they existed, and keeps its id.
     """
     # Same bytes as json.dumps({"scenario": ..., "name": ..., **identity},
     # sort_keys=True): the identity's keys (cost_model, engine,
     # engine_version) sort before "name" and "scenario", so the settings part
     # is spliced in once-encoded; "name" is left out when there is none.
-    columns = json.dumps(scenario_columns(scenario), sort_keys=True, separators=(",", ":"))
+    hashed = scenario_columns(scenario)
+    for field_name, value in PART_I_VALUES.items():
+        if hashed[field_name] == value:
+            del hashed[field_name]
+    columns = json.dumps(hashed, sort_keys=True, separators=(",", ":"))
     named = "" if name is None else ',"name":' + json.dumps(name)
     text = settings.identity_json[:-1] + named + ',"scenario":' + columns + "}"
     return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -120,9 +127,12 @@ def run_batch(
 
     Cells of one VM shape run back to back and share its page table draw
     (the fast engine's GuestCache): in a grid most cells differ only in
-    strategy, vCPUs or scheduling."""
-    guests = GuestCache(size=1)
-    shape = [tuple(getattr(c.scenario, f) for f in GuestCache.KEY) for c in cells]
+    strategy, kernel, vCPUs or scheduling.  A cell with an SMM root draws a
+    second table, so the cache holds two, and the cells with an SMM root of
+    one shape run after those without."""
+    guests = GuestCache(size=2)
+    keys = (*GuestCache.KEY, "smm_populated_ratio")
+    shape = [tuple(getattr(c.scenario, f) for f in keys) for c in cells]
     order = sorted(range(len(cells)), key=lambda i: shape[i])
     return [run_cell(cells[i], settings, worker, guests) for i in order]
 

@@ -22,7 +22,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from engine import ENGINE_VERSION, ScenarioError, load_cost_model
+from engine import ENGINE_VERSION, ScenarioError, kernel_preset, load_cost_model
 from sweep.dataset import (
     Provenance,
     ResultWriter,
@@ -180,16 +180,25 @@ def _run(
     return manifest
 
 
+def kernel_settings(grid: dict[str, Any]) -> dict[str, Any]:
+    """The resolved settings of every kernel preset the grid names, per trigger."""
+    names = grid.get("kernel") or []
+    names = names if isinstance(names, list) else [names]
+    return {name: kernel_preset(name).to_dict() for name in dict.fromkeys(names) if name}
+
+
 def _manifest_at_start(
     cfg: DictConfig, run_at: RunDir, provenance: Provenance, scan: Scan, done: int
 ) -> dict[str, Any]:
     previous = read_manifest(run_at)
+    grid = OmegaConf.to_container(cfg.grid, resolve=True)
     return {
         **provenance.as_dict(),
         "results_dir": cfg.results_dir,
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "status": "running",
-        "grid": OmegaConf.to_container(cfg.grid, resolve=True),
+        "grid": grid,
+        "kernels": kernel_settings(grid),
         "resumed_from": {"cells_in_dataset": done} if done else None,
         "quarantined": [
             {"path": str(b.path), "moved_to": str(b.moved_to), "reason": b.reason} for b in scan.bad

@@ -26,6 +26,14 @@ class GridConfig:
     ``size`` and optional ``page_size`` and ratios, sizes like ``"2GiB"``);
     ``null`` is the preset ``layout``.  A memslot cell's guest memory is its
     slots' total: ``guest_memory`` null (the default: 1 GiB for a preset).
+
+    ``kernel`` values are preset names (``conf/kernel/<name>.yaml``; quote
+    them in YAML, "6.6"), ``null`` for none.  The fields a preset sets
+    (``zap_levels``, ``mmu_lock``, ``flush_on_yield``, ``ad_writeback``,
+    ``root_zap``, ``flush_on_remove``) default to ``null``: the kernel's
+    value for the cell's trigger, or Part I's without a kernel; a value
+    given here overrides the preset.  ``zap_levels: kernel`` names the
+    preset's strategy explicitly.
     """
 
     paging_levels: list[int] = field(default_factory=lambda: [4])
@@ -34,18 +42,26 @@ class GridConfig:
     populated_ratio: list[float] = field(default_factory=lambda: [1.0])
     accessed_ratio: list[float] = field(default_factory=lambda: [1.0])
     dirty_ratio: list[float] = field(default_factory=lambda: [0.5])
-    zap_levels: list[str] = field(default_factory=lambda: ["two_pass"])
+    zap_levels: list[str | None] = field(default_factory=lambda: [None])
     vcpus: list[int] = field(default_factory=lambda: [1])
     host_phys_bits: list[int | None] = field(default_factory=lambda: [None])
     resched: list[str] = field(default_factory=lambda: ["tick"])
     resched_interval_us: list[float] = field(default_factory=lambda: [1000.0])
-    mmu_lock: list[str] = field(default_factory=lambda: ["write"])
-    flush_on_yield: list[bool] = field(default_factory=lambda: [False])
+    mmu_lock: list[str | None] = field(default_factory=lambda: [None])
+    flush_on_yield: list[bool | None] = field(default_factory=lambda: [None])
     rcu_stall_timeout_s: list[float] = field(default_factory=lambda: [21.0])
     seed: list[int] = field(default_factory=lambda: [0])
     layout: list[str] = field(default_factory=lambda: ["flat"])
     memslots: list[Any] = field(default_factory=lambda: [None])
     split_ratio: list[float] = field(default_factory=lambda: [0.0])
+    smm_populated_ratio: list[float] = field(default_factory=lambda: [0.0])
+    root_zap: list[str | None] = field(default_factory=lambda: [None])
+    kernel: list[str | None] = field(default_factory=lambda: [None])
+    trigger: list[str] = field(default_factory=lambda: ["memslot"])
+    ad_writeback: list[bool | None] = field(default_factory=lambda: [None])
+    preempt: list[str] = field(default_factory=lambda: ["voluntary"])
+    lock_contention_us: list[float | None] = field(default_factory=lambda: [None])
+    flush_on_remove: list[bool | None] = field(default_factory=lambda: [None])
     zip: list[list[str]] = field(default_factory=list)
     exclude: list[dict[str, Any]] = field(default_factory=list)
 

@@ -280,7 +280,8 @@ class Grid:
         """Per axis: value index -> the other values that made an equal scenario
         when put in its place, around some valid combination: the first one
         found, and it with one other axis changed at a time, for axes of at
-        most CONTEXT_VALUES values.  Where one field's meaning depends on
+        most CONTEXT_VALUES values (with a second one changed too when the
+        first change alone is invalid).  Where one field's meaning depends on
         another's, the other is a small categorical axis (zap levels and the
         host's address bits on the paging depth), so those contexts find the
         twins that only some combinations make (``None`` and ``52`` host bits
@@ -292,7 +293,7 @@ class Grid:
         if base is None:
             return tuple({} for _ in self.axes)
         contexts = [base] + [
-            [*base[:b], k, *base[b + 1 :]]
+            self._valid_around(base, b, k)
             for b, axis in enumerate(self.axes)
             if len(axis.values) <= CONTEXT_VALUES
             for k in range(len(axis.values))
@@ -314,6 +315,23 @@ class Grid:
                         if len(same) > 1:
                             found[a].setdefault(j, set()).update(k for k in same if k != j)
         return tuple({j: tuple(sorted(ks)) for j, ks in f.items()} for f in found)
+
+    def _valid_around(self, base: list[int], b: int, k: int) -> list[int]:
+        """``base`` with axis ``b`` at value ``k``, and if that is invalid, with
+        one more axis changed so that it is valid (the first found): a
+        value that needs a partner (4-level paging and a list without 512G)
+        still gets a context of its own."""
+        pick = [*base[:b], k, *base[b + 1 :]]
+        if self.scenario(self.combination(pick)) is not None:
+            return pick
+        for c, axis in enumerate(self.axes):
+            if c == b or len(axis.values) > CONTEXT_VALUES:
+                continue
+            for m in range(len(axis.values)):
+                other = [*pick[:c], m, *pick[c + 1 :]]
+                if m != pick[c] and self.scenario(self.combination(other)) is not None:
+                    return other
+        return pick
 
     def is_duplicate(
         self, digits: Sequence[int], scenario: Scenario, name: str | None = None
