@@ -12,7 +12,7 @@ from .cost_model import CostModel
 from .events import Holds, Operation, PassSpan, ZapEvents, level_name, longest_first
 from .reference import RootZap, Table
 from .scenario import Scenario
-from .timeline import Timeline
+from .timeline import Timeline, zap_result
 
 
 class RecordingTimeline(Timeline):
@@ -70,8 +70,8 @@ class RecordingZap(RootZap):
     """RootZap with a RecordingTimeline, and each pass's span written down."""
 
     def __init__(self, scenario: Scenario, cost_model: CostModel, keep: int):
-        super().__init__(scenario, cost_model)
-        self.timeline = RecordingTimeline(scenario, cost_model, keep, self.spte_at)
+        timeline = RecordingTimeline(scenario, cost_model, keep, self.spte_at)
+        super().__init__(scenario, cost_model, timeline)
         self.passes: list[PassSpan] = []
 
     def spte_at(self) -> tuple[int, int]:
@@ -92,8 +92,9 @@ class RecordingZap(RootZap):
 
 def record_reference(scenario: Scenario, cost_model: CostModel, keep: int) -> ZapEvents:
     zap = RecordingZap(scenario, cost_model, keep)
-    result = zap.run()
+    zap.run()
     tl = zap.timeline
+    result = zap_result([tl], 1)  # one root: engine.events refuses more
     rows = tl.hold_rows
     holds = Holds(
         *(np.array([r[i] for r in rows], dtype=bool if i == 2 else np.int64) for i in range(5))

@@ -126,7 +126,7 @@ def test_holds_past_the_limit_are_aggregated_and_counted(tmp_path):
     assert len(by_cat(events, "operation")) == 20
 
 
-def write_run(run_dir: Path, cost_model: str = "upstream-6.13") -> list[dict]:
+def write_run(run_dir: Path, cost_model: str = "seed-2022") -> list[dict]:
     """A run directory as a sweep leaves it: a few cells' rows in results/ and
     the resolved config (its cost model) in .hydra/."""
     import yaml
