@@ -219,7 +219,7 @@ def test_mmu_lock_mode_costs_the_atomic_writes_of_read(name) -> None:
     explicitly differs by exactly those writes."""
     cm = load_cost_model("seed-2022")
     for trigger in ("memslot", "vm_destroy"):
-        s = worked_example(name, trigger=trigger)
+        s = Scenario(kernel=name, trigger=trigger, guest_memory="64MiB", resched="never")
         mode = HISTORY[name][trigger][0]
         flipped = dataclasses.replace(s, mmu_lock="write" if mode == "read" else "read")
         r, f = both(s), both(flipped)

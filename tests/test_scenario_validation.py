@@ -276,9 +276,14 @@ def test_rcu_stall_timeout_not_a_positive_duration(timeout) -> None:
     rejects("rcu_stall_timeout_s", rcu_stall_timeout_s=timeout)
 
 
-@pytest.mark.parametrize("flag", ["yes", 1, 0, None])
+@pytest.mark.parametrize("flag", ["yes", 1, 0, "false"])
 def test_flush_on_yield_not_a_bool(flag) -> None:
     rejects("flush_on_yield", flush_on_yield=flag)
+
+
+def test_flush_on_yield_left_none_is_the_kernel_s_or_false() -> None:
+    assert Scenario(flush_on_yield=None).flush_on_yield is False
+    assert Scenario(kernel="5.15", trigger="vm_destroy").flush_on_yield is True
 
 
 @pytest.mark.parametrize("seed", [-1, 2**63, 1.5, "0", None])
