@@ -23,12 +23,12 @@ ZAPSWEEP = str(Path(sys.executable).with_name("zapsweep"))
 STRATEGIES = "grid.zap_levels=[root,two_pass,per_level,upstream]"
 FLEET = """\
 # five VMs of a fleet
-name,paging_levels,layout,guest_memory,page_size,vcpus,dirty_ratio
-web-1,5,flat,16MiB,4K,4,0.5
-web-2,5,flat,64MiB,4K,8,0
-db-1,5,flat,1GiB,2M,16,1
-db-2,5,q35,3GiB,2M,32,0.25
-cache,5,flat,256MiB,4K,2,0.5
+name,kernel,paging_levels,layout,guest_memory,page_size,vcpus,dirty_ratio
+web-1,,5,flat,16MiB,4K,4,0.5
+web-2,6.6,5,flat,64MiB,4K,8,0
+db-1,6.13,5,flat,1GiB,2M,16,1
+db-2,,5,q35,3GiB,2M,32,0.25
+cache,,5,flat,256MiB,4K,2,0.5
 """
 
 
@@ -57,6 +57,7 @@ def test_five_vms_times_four_strategies_are_20_named_rows_and_a_report_section_e
         "rows": 5,
         "columns": [
             "name",
+            "kernel",
             "paging_levels",
             "layout",
             "guest_memory",
@@ -75,6 +76,8 @@ def test_five_vms_times_four_strategies_are_20_named_rows_and_a_report_section_e
     db2 = got.filter(pl.col("name") == "db-2").row(0, named=True)
     assert (db2["guest_memory"], db2["vcpus"]) == (3 << 30, 32)
     assert set(rows.filter(pl.col("name") == "db-2")["layout"]) == {"q35"}  # any Scenario column
+    kernels = dict(rows.select("name", "kernel").unique().iter_rows())
+    assert kernels == {"web-1": None, "web-2": "6.6", "db-1": "6.13", "db-2": None, "cache": None}
     assert rows["cell_id"].n_unique() == 20
 
     from sweep.report import write_report
@@ -101,12 +104,13 @@ def test_the_same_inventory_in_parquet_reads_the_same_rows(tmp_path):
     table = pa.table(
         {
             "name": [r[0] for r in csv.rows],
-            "paging_levels": pa.array([r[1] for r in csv.rows], pa.int32()),
-            "layout": [r[2] for r in csv.rows],
-            "guest_memory": [r[3] for r in csv.rows],
-            "page_size": [r[4] for r in csv.rows],
-            "vcpus": [r[5] for r in csv.rows],
-            "dirty_ratio": [r[6] for r in csv.rows],
+            "kernel": [r[1] for r in csv.rows],
+            "paging_levels": pa.array([r[2] for r in csv.rows], pa.int32()),
+            "layout": [r[3] for r in csv.rows],
+            "guest_memory": [r[4] for r in csv.rows],
+            "page_size": [r[5] for r in csv.rows],
+            "vcpus": [r[6] for r in csv.rows],
+            "dirty_ratio": [r[7] for r in csv.rows],
         }
     )
     pq.write_table(table, tmp_path / "vms.parquet")
@@ -144,6 +148,7 @@ GOOD = "ok-1,4,16MiB,4K,4,0.5,root\n"
         (HEADER + GOOD + "bad,4,16MiB,4K,4,0.5,\"512G,root\"\n", "row 2 (line 3)", "zap_levels",
          "below the root"),
         ("name,layout,guest_memory\nvm,q36,16GiB\n", "row 1 (line 2)", "layout", "one of"),
+        ("name,kernel,guest_memory\nvm,4.19,16GiB\n", "row 1 (line 2)", "kernel", "6.14"),
         ("# comments and blank lines count as lines\n\n" + HEADER + GOOD + GOOD.replace("ok-1", "x")
          .replace("16MiB", "16MB"), "row 2 (line 5)", "guest_memory", "KiB"),
     ],
@@ -186,3 +191,20 @@ def test_the_command_line_refuses_a_bad_row_in_one_line_before_ray(tmp_path):
     (line,) = [x for x in said.splitlines() if "inventory" in x]
     assert "row 2 (line 3), column 'vcpus': 'four' is invalid: allowed an integer" in line
     assert "Ray" not in said and not (tmp_path / "run" / "results").exists()
+
+
+def test_vms_swept_over_kernels_get_a_verdict_per_kernel_and_strategy(ray_local, tmp_path):
+    vms = inventory(tmp_path, "name,guest_memory\nsmall,16MiB\nlarge,64MiB\n")
+    run_dir = tmp_path / "run"
+    sweep(cfg(f"inventory={vms}", "grid.zap_levels=[root,two_pass]", "grid.paging_levels=[4]",
+              "grid.kernel=['6.6','6.13']", "grid.dirty_ratio=[0.5]"), run_dir)  # fmt: skip
+    from sweep.report import write_report
+
+    report = write_report(run_dir)["report_md"].read_text()
+    vms = report.split("## VMs (2)", 1)[1]
+    header = next(line for line in vms.splitlines() if line.startswith("| name |"))
+    assert [c.strip() for c in header.split("|")[2:-1]] == [
+        "6.6 / root", "6.6 / two_pass", "6.13 / root", "6.13 / two_pass"
+    ]  # fmt: skip
+    section = report.split("### VM small\n", 1)[1].split("\n### ", 1)[0]
+    assert "| kernel | strategy |" in section and "| 6.13 | two_pass |" in section

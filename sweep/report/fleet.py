@@ -1,6 +1,6 @@
 """The report's VMs, for a sweep of a fleet inventory: per VM (the ``name``
 column), the worst single operation, the worst RCU hold and the RCU stall
-verdict per strategy, and per kernel when the dataset has more than one."""
+verdict per strategy, and per kernel when a VM ran on more than one."""
 
 from __future__ import annotations
 
@@ -20,15 +20,18 @@ def has_vms(source: Source) -> bool:
 
 
 def vm_keys(source: Source) -> list[str]:
-    """``name``, then the columns of PER the dataset varies (strategy always)."""
-    lf = scan(source)
+    """``name``, then the columns of PER that vary within a VM (strategy
+    always; a kernel only when some VM ran on more than one)."""
+    lf = scan(source).filter(pl.col("name").is_not_null())
     names = lf.collect_schema().names()
     keys = ["name"]
     for column in PER:
-        if column == "strategy" or (
-            column in names and lf.select(pl.col(column).n_unique()).collect().item() > 1
-        ):
+        if column == "strategy":
             keys.append(column)
+        elif column in names:
+            most = lf.group_by("name").agg(pl.col(column).n_unique()).select(pl.col(column).max())
+            if (most.collect().item() or 0) > 1:
+                keys.append(column)
     return keys
 
 
