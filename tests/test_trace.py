@@ -93,6 +93,10 @@ def check_agrees(events: list[dict], meta: dict, scenario: Scenario) -> None:
                      flush_on_yield=True, resched_interval_us=50, vcpus=64),
         ),
         (
+            ["guest_memory=256MiB", "kernel=6.6", "trigger=vm_destroy"],
+            Scenario(guest_memory="256MiB", kernel="6.6", trigger="vm_destroy"),
+        ),
+        (
             ["paging_levels=5", "guest_memory=4GiB", "page_size=2M", "zap_levels=[2M,root]",
              "resched=never", "engine=reference"],
             Scenario(paging_levels=5, guest_memory="4GiB", page_size="2M",
@@ -176,6 +180,8 @@ def test_a_cell_of_a_run_is_traced_as_it_ran(tmp_path, capsys):
         (["vcpus=1,2"], "one value per key"),
         (["resched=sometimes"], "resched='sometimes' is invalid: allowed one of"),
         (["engine=warp"], "engine='warp' is invalid"),
+        (["kernel=4.19"], "kernel='4.19' is invalid: allowed one of"),
+        (["smm_populated_ratio=0.5"], "smm_populated_ratio=0.5 is invalid: allowed 0 in a trace"),
         (["--cell", "ffffffffffffffff", "nowhere"], "no run directory or results dataset"),
     ],
 )

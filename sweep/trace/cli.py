@@ -36,6 +36,19 @@ class UsageError(ValueError):
     pass
 
 
+def text_field(key: str) -> bool:
+    """Whether the grid's axis of ``key`` holds text (a kernel's name, a page size)."""
+    import types
+    import typing
+
+    from sweep.run.inventory import field_type
+
+    kind = field_type(key) if key in SCENARIO_FIELDS else str
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        return str in typing.get_args(kind)
+    return kind is str
+
+
 def parse_assignments(args: Sequence[str]) -> dict[str, Any]:
     """KEY=VALUE in the grid's value syntax (Hydra's override grammar):
     ``guest_memory=64GiB``, ``zap_levels=2M,root`` or ``[2M,root]``,
@@ -54,6 +67,8 @@ def parse_assignments(args: Sequence[str]) -> dict[str, Any]:
         except Exception as err:  # Hydra's own message says where the syntax broke
             raise UsageError(f"{arg!r}: {err}") from err
         value = override.value()
+        if text_field(key) and isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = arg.split("=", 1)[1].strip()  # kernel=6.6 names the preset "6.6"
         if isinstance(value, ChoiceSweep):
             if key != "zap_levels" or not value.simple_form:
                 raise UsageError(f"{arg!r}: one value per key (this is a trace of one zap)")
