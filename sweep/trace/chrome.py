@@ -256,9 +256,11 @@ def zap_slices(ev: ZapEvents) -> list[dict]:
 
 def metadata_events(ev: ZapEvents) -> list[dict]:
     s = ev.scenario
+    kernel = f", kernel {s.kernel} ({s.trigger})" if s.kernel else ""
     title = (
         f"zapsweep: {s.strategy} zap of a {format_memory(s.guest_memory)} {s.page_size} guest, "
-        f"{s.paging_levels}-level, resched={s.resched} ({ev.engine} engine, {ev.cost_model.name})"
+        f"{s.paging_levels}-level, resched={s.resched}{kernel} ({ev.engine} engine, "
+        f"{ev.cost_model.name})"
     )
     out = [{"name": "process_name", "ph": "M", "pid": PID, "args": {"name": title}}]
     for tid, name in TRACK_NAMES.items():

@@ -118,9 +118,10 @@ def parser() -> argparse.ArgumentParser:
 
 
 def describe(s: Scenario) -> str:
+    kernel = f", kernel {s.kernel} ({s.trigger})" if s.kernel else ""
     return (
         f"{s.strategy} zap of a {format_memory(s.guest_memory)} {s.page_size} guest, "
-        f"{s.paging_levels}-level paging, resched={s.resched}"
+        f"{s.paging_levels}-level paging, resched={s.resched}{kernel}"
     )
 
 
