@@ -18,6 +18,7 @@ import pytest
 from bad_configs import CASES
 
 HERE = Path(__file__).parent
+pytestmark = pytest.mark.xdist_group("bad_configs")  # one worker runs the corpus once
 
 
 @pytest.fixture(scope="module")

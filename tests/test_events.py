@@ -17,6 +17,8 @@ from test_fast_engine import contended
 from engine import Scenario, load_cost_model, simulate, zap_events
 from engine.events import EventsMismatch
 
+SEED_COSTS = load_cost_model("seed-2022")  # read once, not per example
+
 DIFFERENTIAL = settings(
     max_examples=120,
     deadline=None,
@@ -42,7 +44,7 @@ STEP_DOWN_YIELD = Scenario(
 )
 
 
-def assert_same_events(scenario: Scenario, cost_model: str = "seed-2022", keep: int = 40) -> None:
+def assert_same_events(scenario: Scenario, cost_model=SEED_COSTS, keep: int = 40) -> None:
     # The reference keeps every operation, so any the fast engine lists can be looked up.
     reference = zap_events(scenario, "reference", cost_model, max_operations=10**9)
     fast = zap_events(scenario, "fast", cost_model, max_operations=keep)
@@ -64,13 +66,13 @@ def assert_same_events(scenario: Scenario, cost_model: str = "seed-2022", keep: 
 @DIFFERENTIAL
 @given(kw=scenario_kwargs(), ad_writeback=st.booleans())
 def test_fast_events_equal_reference(kw, ad_writeback):
-    assert_same_events(Scenario(**kw, ad_writeback=ad_writeback), "seed-2022")
+    assert_same_events(Scenario(**kw, ad_writeback=ad_writeback))
 
 
 @DIFFERENTIAL
 @given(scenario=contended(), ad_writeback=st.booleans())
 def test_fast_events_equal_reference_when_contended(scenario, ad_writeback):
-    assert_same_events(dataclasses.replace(scenario, ad_writeback=ad_writeback), "seed-2022")
+    assert_same_events(dataclasses.replace(scenario, ad_writeback=ad_writeback))
 
 
 def test_a_tick_yield_at_a_step_down_visit_is_where_the_reference_has_it():

@@ -56,6 +56,10 @@ def failed_runs(tmp_path_factory):
     return json.loads(proc.stdout.strip().splitlines()[-1]), log, retry_run, stop_run
 
 
+FAILED_RUNS = pytest.mark.xdist_group("failed_runs")  # its tests on one worker: one run
+
+
+@FAILED_RUNS
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_retry_errors_reruns_the_failures_and_keeps_what_they_replace(failed_runs):
@@ -112,6 +116,7 @@ def test_retry_errors_reruns_the_failures_and_keeps_what_they_replace(failed_run
     assert rows(run_dir).sort("cell_id").equals(after.sort("cell_id"))
 
 
+@FAILED_RUNS
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_max_failures_stops_after_the_first_failed_cell(failed_runs):
