@@ -35,3 +35,28 @@ def pytest_collection_modifyitems(items):
         return 1 if getattr(getattr(item, "obj", None), "is_hypothesis_test", False) else 2
 
     items.sort(key=kind)
+
+
+# Modules whose tests share an expensive module-scoped fixture (a sweep, a
+# corpus of command lines run in subprocesses): under pytest-xdist all of such
+# a module's tests go to one worker, which builds the fixture once.  Every
+# other test is scheduled on its own, to whichever worker is free.
+SHARED_FIXTURE_MODULES = {
+    "test_bad_config.py",
+    "test_report_output.py",
+    "test_report_summary.py",
+    "test_retry.py",
+    "test_sweep.py",
+}
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Scheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return module if module.rsplit("/", 1)[-1] in SHARED_FIXTURE_MODULES else nodeid
+
+    return Scheduling(config, log)

@@ -1,7 +1,8 @@
 """Sweeps on a Ray whose workers fail the cells of some seeds, listed in a
 file: the failures are real (``simulate`` raises inside the worker, and the
-cell becomes an error row), injected by a worker setup hook.  Prints what
-came out as JSON.
+cell becomes an error row), injected by a worker setup hook.  Then the list
+is emptied (the cause fixed) and ``zapsweep retry=errors`` runs on the same
+Ray.  Prints what came out as JSON.
 
 Run by tests/test_retry.py in a subprocess of its own, so that this Ray and
 its hook never meet the test session's.
@@ -31,6 +32,9 @@ OVERRIDES = [
     "report=false",
     "progress.bar=false",
 ]
+
+
+RETRY_LOG = "-- the retry's log --"
 
 
 def failing_hook(seeds_file: str):
@@ -80,14 +84,24 @@ def main(seeds_file: Path, retry_run: Path, stop_run: Path) -> dict:
         "batch.max_in_flight=1",
         f"hydra.run.dir={stop_run}",
     ]
-    try:
-        zapsweep()
-        out["stop_exit"] = 0
-    except SystemExit as stop:
-        out["stop_exit"] = stop.code
+    out["stop_exit"] = exit_code(zapsweep)
     out["ray_still_up"] = ray.is_initialized()
+
+    seeds_file.write_text("")  # no cell fails any more
+    for stream in (sys.stdout, sys.stderr):  # the logs of the stop above, then of the retry
+        print(RETRY_LOG, file=stream, flush=True)
+    sys.argv = ["zapsweep", "retry=errors", f"hydra.run.dir={retry_run}"]  # its own overrides
+    out["retry_exit"] = exit_code(zapsweep)
     ray.shutdown()
     return out
+
+
+def exit_code(main) -> int:
+    try:
+        main()
+    except SystemExit as stop:
+        return stop.code
+    return 0
 
 
 if __name__ == "__main__":

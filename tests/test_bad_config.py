@@ -18,7 +18,6 @@ import pytest
 from bad_configs import CASES
 
 HERE = Path(__file__).parent
-pytestmark = pytest.mark.xdist_group("bad_configs")  # one worker runs the corpus once
 
 
 @pytest.fixture(scope="module")

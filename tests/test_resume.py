@@ -1,8 +1,13 @@
 """Resume: a sweep whose driver is killed mid-run, re-run into the same
-directory, ends with every cell exactly once."""
+directory, ends with every cell exactly once.
+
+The killed driver is a ``zapsweep`` process of its own (its local Ray dies
+with it); the rerun is the same sweep on the session's Ray.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -11,8 +16,10 @@ import time
 from pathlib import Path
 
 import pytest
+from hydra import compose, initialize_config_module
 
 from sweep.dataset import RunDir, check_dataset, open_dataset
+from sweep.run.cli import sweep
 
 ZAPSWEEP = str(Path(sys.executable).with_name("zapsweep"))
 # 64 cells, two grid combinations per task, one task at a time on one CPU.
@@ -44,7 +51,7 @@ def _parts(run_dir: Path) -> int:
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_killed_driver_then_rerun_gives_every_cell_exactly_once(tmp_path):
+def test_killed_driver_then_rerun_gives_every_cell_exactly_once(ray_local, tmp_path):
     run_dir = tmp_path / "run"
     driver = _zapsweep(run_dir)
     deadline = time.monotonic() + 120
@@ -60,14 +67,15 @@ def test_killed_driver_then_rerun_gives_every_cell_exactly_once(tmp_path):
     ids_before = check_dataset(RunDir.at(run_dir)).cell_ids
     assert 0 < partial == len(ids_before)
 
-    rerun = _zapsweep(run_dir)
-    assert rerun.wait(timeout=240) == 0
+    # The same command line again, into the run directory the killed driver
+    # still holds the lock of.
+    with initialize_config_module(config_module="conf", version_base="1.3"):
+        cfg = compose(config_name="config", overrides=ARGS)
+    returned = sweep(cfg, run_dir)
     table = open_dataset(run_dir / "results").to_table(columns=["cell_id", "status"])
     ids = table["cell_id"].to_pylist()
-    import json
-
     manifest = json.loads((run_dir / "manifest.json").read_text())
-    assert manifest["status"] == "complete"
+    assert returned["status"] == manifest["status"] == "complete"
     assert len(ids) == len(set(ids)) == manifest["counts"]["valid"]
     assert partial < len(ids)
     assert manifest["counts"]["resumed"] == partial

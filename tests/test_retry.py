@@ -1,7 +1,8 @@
 """retry=errors and max_failures on real failures (cells that raise in Ray
-workers, tests/failing_cells.py): the retry ends with each cell once, the new
-row, and the superseded rows kept under the run directory; max_failures=1
-stops after the first failed cell with what was written intact."""
+workers, tests/failing_cells.py, which also runs the retry once they no
+longer fail): the retry ends with each cell once, the new row, and the
+superseded rows kept under the run directory; max_failures=1 stops after the
+first failed cell with what was written intact."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 import polars as pl
 import pyarrow.parquet as pq
 import pytest
+from failing_cells import RETRY_LOG
 
 from engine import Scenario, load_cost_model
 from sweep.dataset import (
@@ -52,32 +54,26 @@ def failed_runs(tmp_path_factory):
         timeout=280,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
-    log = proc.stdout + proc.stderr  # Hydra's job log goes to stdout
-    return json.loads(proc.stdout.strip().splitlines()[-1]), log, retry_run, stop_run
+    # Hydra's job log goes to stdout; each stream has the stop's log, then the retry's.
+    (stop_out, retry_out), (stop_err, retry_err) = (
+        stream.split(RETRY_LOG + "\n") for stream in (proc.stdout, proc.stderr)
+    )
+    logs = {"stop": stop_out + stop_err, "retry": retry_out + retry_err}
+    return json.loads(proc.stdout.strip().splitlines()[-1]), logs, retry_run, stop_run
 
 
-FAILED_RUNS = pytest.mark.xdist_group("failed_runs")  # its tests on one worker: one run
-
-
-@FAILED_RUNS
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_retry_errors_reruns_the_failures_and_keeps_what_they_replace(failed_runs):
-    out, _, run_dir, _ = failed_runs
+    out, logs, run_dir, _ = failed_runs
     before = out["retry_run"]["rows"]
     failed = {r["cell_id"] for r in before if r["status"] == "error"}
     assert len(before) == 6 and len(failed) == 2  # the seed-1 cells raised in their workers
     assert all("injected failure" in r["error"] for r in before if r["status"] == "error")
     assert out["ray_still_up"]  # sweep.run left the caller's Ray running
 
-    proc = subprocess.run(
-        [ZAPSWEEP, "retry=errors", f"hydra.run.dir={run_dir}"],  # the run's own overrides
-        capture_output=True,
-        text=True,
-        env=env(),
-        timeout=280,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    # `zapsweep retry=errors hydra.run.dir=RUN` (the run's own overrides) ran next.
+    assert out["retry_exit"] == 0, logs["retry"][-3000:]
     after = rows(run_dir)
     assert after.height == after["cell_id"].n_unique() == 6  # each cell once
     assert set(after["cell_id"]) == {r["cell_id"] for r in before}
@@ -116,11 +112,10 @@ def test_retry_errors_reruns_the_failures_and_keeps_what_they_replace(failed_run
     assert rows(run_dir).sort("cell_id").equals(after.sort("cell_id"))
 
 
-@FAILED_RUNS
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_max_failures_stops_after_the_first_failed_cell(failed_runs):
-    out, log, _, run_dir = failed_runs
+    out, logs, _, run_dir = failed_runs
     assert out["stop_exit"] == 3
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["status"] == "stopped"
@@ -131,6 +126,7 @@ def test_max_failures_stops_after_the_first_failed_cell(failed_runs):
     assert got["status"].to_list().count("error") == 1 and got.height == 2
     scan = check_dataset(RunDir.at(run_dir))
     assert scan.rows == 2 and not scan.bad  # everything written so far is whole
+    log = logs["stop"]
     assert "stopped: 1 cell failed (max_failures=1)" in log and "retry=errors" in log
 
 

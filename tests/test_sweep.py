@@ -30,10 +30,6 @@ def smoke_run(ray_local, tmp_path_factory):
     return run_dir, sweep(_cfg(), run_dir)
 
 
-SMOKE_RUN = pytest.mark.xdist_group("smoke_run")  # its tests on one worker: one sweep
-
-
-@SMOKE_RUN
 def test_smoke_sweep_writes_every_valid_cell_once(smoke_run, ray_local):
     run_dir, manifest = smoke_run
     counts = manifest["counts"]
@@ -55,7 +51,6 @@ def test_smoke_sweep_writes_every_valid_cell_once(smoke_run, ray_local):
     assert polars.select(pl.len()).collect().item() == len(rows)
 
 
-@SMOKE_RUN
 def test_manifest_records_grid_counts_versions_and_timings(smoke_run):
     run_dir, manifest = smoke_run
     on_disk = json.loads((run_dir / "manifest.json").read_text())
@@ -66,7 +61,6 @@ def test_manifest_records_grid_counts_versions_and_timings(smoke_run):
     assert on_disk["versions"]["ray"] and on_disk["timings"]["first_result_s"] > 0
 
 
-@SMOKE_RUN
 def test_rerun_into_the_same_directory_runs_only_new_cells(smoke_run, tmp_path):
     run_dir, first = smoke_run
     again = sweep(_cfg(), run_dir)
