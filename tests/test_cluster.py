@@ -55,20 +55,26 @@ def _stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
-def _wait_for_nodes(address: str, n: int, env: dict, timeout: float = 90) -> None:
-    code = (
-        "import ray, sys; ray.init(address=sys.argv[1], log_to_driver=False); "
-        "print(sum(x['Alive'] for x in ray.nodes()))"
-    )
+def _wait_until_started(proc: subprocess.Popen, log: Path, timeout: float = 90) -> None:
+    """Until ``ray start`` says the node's runtime started."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        out = subprocess.run(
-            [sys.executable, "-c", code, address], capture_output=True, text=True, env=env
-        )
-        if out.returncode == 0 and out.stdout.strip().splitlines()[-1:] == [str(n)]:
-            return
-        time.sleep(2)
-    raise AssertionError(f"the cluster at {address} did not reach {n} nodes")
+    while "Ray runtime started" not in log.read_text():
+        assert proc.poll() is None, f"ray start exited:\n{log.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, f"no node started:\n{log.read_text()[-3000:]}"
+        time.sleep(0.05)
+
+
+# A driver that joins the cluster and waits until it has N nodes alive.
+NODES = """
+import ray, sys, time
+ray.init(address=sys.argv[1], log_to_driver=False)
+deadline = time.monotonic() + float(sys.argv[3])
+while (alive := sum(x["Alive"] for x in ray.nodes())) < int(sys.argv[2]):
+    if time.monotonic() > deadline:
+        break
+    time.sleep(0.1)
+print(alive)
+"""
 
 
 @pytest.mark.slow
@@ -86,14 +92,21 @@ def test_sweep_on_a_two_node_cluster_uses_both_nodes(tmp_path):
     )
     worker = None
     try:
-        _wait_for_nodes(address, 1, env)
+        _wait_until_started(head, tmp_path / "head.log")
         worker = _ray_start(
             [f"--address={address}", "--node-ip-address=127.0.0.1"],
             temp_dir,
             tmp_path / "worker.log",
             env,
         )
-        _wait_for_nodes(address, 2, env)
+        nodes = subprocess.run(  # while the worker node starts
+            [sys.executable, "-c", NODES, address, "2", "90"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=150,
+        )
+        assert nodes.stdout.split() == ["2"], nodes.stdout + nodes.stderr[-3000:]
         run_dir = tmp_path / "run"
         sweep = subprocess.run(
             [
@@ -126,7 +139,7 @@ def test_sweep_on_a_two_node_cluster_uses_both_nodes(tmp_path):
     assert polars.select(pl.len()).collect().item() == table.num_rows
     deadline = time.monotonic() + 30  # the nodes' processes exit shortly after them
     while (leftovers := _processes_under(temp_dir)) and time.monotonic() < deadline:
-        time.sleep(1)
+        time.sleep(0.2)
     assert not leftovers, f"Ray processes left running: {leftovers}"
 
 
