@@ -180,7 +180,7 @@ def test_second_sweep_into_a_busy_directory_refuses_and_the_first_is_unharmed(
     """The first sweep is held at its first write of results (it holds the
     directory then, whatever the machine's speed) while a second one tries."""
     run_dir = tmp_path / "run"
-    cells = ["grid.paging_levels=[4]", "grid.page_size=[4K]", "grid.guest_memory=[1GiB]"]
+    cells = ["grid.paging_levels=[4]", "grid.page_size=[4K]", "grid.guest_memory=[16MiB]"]
     cells += ["grid.zap_levels=[root,two_pass]", "grid.seed=[0,1,2]"]
     cfg = _cfg(*cells, "batch.size=1", "batch.max_in_flight=1")
     writing, release = threading.Event(), threading.Event()
