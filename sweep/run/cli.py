@@ -5,21 +5,28 @@ zapsweep grid=smoke engine=reference
 zapsweep grid.vcpus=[1,64] grid.dirty_ratio=[0,1]
 zapsweep ray.address=auto                  # an existing cluster
 zapsweep hydra.run.dir=outputs/2026-01-01/12-00-00   # resume that run
+
+Before Hydra creates the run directory, ``main`` composes the config itself
+and checks every setting, the grid and the run directory, so a refused
+command line is one line and exit 2 and leaves nothing behind.  It then pins
+the run directory on the command line it hands Hydra, so that the directory
+checked is the one used, and a resume command can name it.
 """
 
 from __future__ import annotations
 
 import logging
 import resource
+import shlex
+import shutil
+import signal
 import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import hydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from engine import ENGINE_VERSION, ScenarioError, load_cost_model
 from sweep.dataset import (
@@ -34,36 +41,57 @@ from sweep.dataset import (
 )
 
 from .cells import RunSettings
-from .config import register_configs
+from .cluster import ClusterUnreachable
 from .grid import Grid, GridError
 from .lock import RunDirLocked, check_free, run_dir_lock
 from .progress import Progress
-from .runner import RunPlan, SweepStats, run
-from .session import ray_session
-from .validate import ConfigError, OutputError, check_config, check_overrides, probe_output
+from .stop import Stopped, StopSignals, exit_code, signal_name
+from .validate import (
+    ConfigError,
+    OutputError,
+    check_config,
+    check_overrides,
+    check_run_dir,
+    missing_parents,
+    probe_output,
+)
 
 log = logging.getLogger("zapsweep")
 
-register_configs()
+PROG = "zapsweep"
+USER_ERROR_EXIT = 2
 
 
-def sweep(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+def prepare(cfg: DictConfig) -> tuple[RunSettings, Grid]:
+    """Every check of the settings and the grid; what the sweep runs.  Raises
+    ConfigError, GridError or ScenarioError naming the key and what is allowed."""
+    check_config(OmegaConf.to_container(cfg, resolve=True))
+    model = load_cost_model(OmegaConf.to_container(cfg.cost_model, resolve=True))
+    grid = Grid.of(OmegaConf.to_container(cfg.grid, resolve=True))
+    return RunSettings(engine=cfg.engine, cost_model=model), grid
+
+
+def sweep(cfg: DictConfig, run_dir: Path, command: str | None = None) -> dict[str, Any]:
     """Run the sweep ``cfg`` describes into ``run_dir``; return the manifest.
 
     Before Ray starts: every setting and grid value is checked (ConfigError,
     GridError, ScenarioError name the key), the run directory is locked
     (RunDirLocked names the holder), and a probe is written where results go
     (OutputError).  Bad files in results/ are quarantined and their cells rerun.
+    A cluster that does not answer raises ClusterUnreachable.
+
+    SIGINT or SIGTERM stops it: the manifest then says ``"status":
+    "interrupted"`` (``"failed"`` if it raised) and records ``command``, the
+    command that resumes it (by default ``resume_command(run_dir)``).
     """
     started = time.monotonic()
-    check_config(OmegaConf.to_container(cfg, resolve=True))
-    model = load_cost_model(OmegaConf.to_container(cfg.cost_model, resolve=True))
-    settings = RunSettings(engine=cfg.engine, cost_model=model)
-    grid = Grid.of(OmegaConf.to_container(cfg.grid, resolve=True))
+    settings, grid = prepare(cfg)
     run_at = RunDir.at(run_dir, cfg.results_dir)
-    with run_dir_lock(run_dir):
+    with StopSignals() as stop, run_dir_lock(run_dir):
         probe_output(run_at)
         scan = _quarantine_bad_files(run_at)
+        from .runner import RunPlan  # Ray is imported only by a sweep that will run
+
         plan = RunPlan(
             grid,
             settings,
@@ -72,7 +100,7 @@ def sweep(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             max_in_flight=cfg.batch.max_in_flight,
             max_retries=cfg.ray.max_retries,
         )
-        return _run(cfg, run_at, plan, scan, started)
+        return _run(cfg, run_at, plan, scan, started, stop, command or resume_command(run_dir))
 
 
 def _quarantine_bad_files(run_at: RunDir) -> Scan:
@@ -88,13 +116,15 @@ def _quarantine_bad_files(run_at: RunDir) -> Scan:
     return scan
 
 
-def _run(cfg: DictConfig, run_at: RunDir, plan: RunPlan, scan: Scan, started: float) -> dict:
-    """Write the manifest, run the plan, write the manifest again with what happened."""
+def _run(cfg, run_at: RunDir, plan, scan: Scan, started: float, stop, command: str) -> dict:
+    """Join or start Ray, write the manifest, run the plan, write the manifest
+    again with what happened (complete, interrupted or failed)."""
+    from .runner import SweepStats, run
+    from .session import ray_session
+
     provenance = Provenance.of(
         run_at, plan.settings.engine, ENGINE_VERSION, plan.settings.cost_model
     )
-    manifest = _manifest_at_start(cfg, run_at, provenance, scan, len(plan.done))
-    write_manifest(run_at, manifest)
     writer = ResultWriter(run_at, provenance.file_metadata())
     log.info(
         "grid: %d combinations; %d cells already in %s",
@@ -102,44 +132,86 @@ def _run(cfg: DictConfig, run_at: RunDir, plan: RunPlan, scan: Scan, started: fl
         len(plan.done),
         run_at.results,
     )
+    manifest: dict[str, Any] = {}
+    stats = SweepStats()
     with ray_session(cfg.ray):
+        stop.install()  # ray.init put a SIGTERM handler of its own in
         ray_ready = time.monotonic()
+        manifest = _manifest_at_start(cfg, run_at, provenance, scan, len(plan.done), command)
+        write_manifest(run_at, manifest)
         cpu_at_start = time.process_time()
-        progress = Progress(plan.grid.size, cfg.progress.bar, cfg.progress.log_interval_s)
-        stats = run(plan, writer, progress)
-        progress.close()
+        progress = Progress(
+            plan.grid.size, cfg.progress.bar, cfg.progress.log_interval_s, len(plan.done)
+        )
+        try:
+            with stop.deferred():
+                stats = run(plan, writer, progress, stop.requested)
+            status = "interrupted" if stop.requested() else "complete"
+            progress.close(quiet=stop.requested())  # the interrupted line says it all
+        except BaseException as err:
+            _record_failure(run_at, manifest, writer, err, stop, len(plan.done))
+            raise
         # CPU the driver itself spent handing out ranges and writing: when it
         # nears sweep_s, the driver (not the workers) limits the sweep.
         driver_cpu_s = time.process_time() - cpu_at_start
-    writer.close()
-    manifest.update(
-        status="complete",
-        finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
-        counts={**stats.to_dict(), "rows_in_dataset": len(plan.done) + writer.rows},
-        timings={
-            "ray_start_s": round(ray_ready - started, 3),
-            "sweep_s": round(stats.elapsed_s, 3),
-            "driver_cpu_s": round(driver_cpu_s, 3),
-            "first_result_s": stats.first_result_s,
-            "total_s": round(time.monotonic() - started, 3),
-            # the driver's own peak resident memory (Linux reports KiB)
-            "driver_peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-        },
-    )
-    write_manifest(run_at, manifest)
-    _log_outcome(stats, run_at)
+        writer.close()
+        manifest.update(
+            status=status,
+            finished_at=_now(),
+            counts={**stats.to_dict(), "rows_in_dataset": len(plan.done) + writer.rows},
+            timings={
+                "ray_start_s": round(ray_ready - started, 3),
+                "sweep_s": round(stats.elapsed_s, 3),
+                "driver_cpu_s": round(driver_cpu_s, 3),
+                "first_result_s": stats.first_result_s,
+                "total_s": round(time.monotonic() - started, 3),
+                # the driver's own peak resident memory (Linux reports KiB)
+                "driver_peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            },
+        )
+        if stop.requested():
+            manifest["stopped_by"] = signal_name(stop.received)
+        write_manifest(run_at, manifest)
+    if status == "complete":
+        _log_outcome(stats, run_at)
     return manifest
 
 
+def _record_failure(
+    run_at: RunDir, manifest: dict, writer, err: BaseException, stop, done: int
+) -> None:
+    """The sweep raised: what is placed stays; the manifest says why it ended."""
+    try:
+        writer.close()
+    except OSError:
+        pass
+    interrupted = isinstance(err, (KeyboardInterrupt, Stopped)) or stop.requested()
+    manifest.update(
+        status="interrupted" if interrupted else "failed",
+        finished_at=_now(),
+        error=None if interrupted else f"{type(err).__name__}: {err}",
+        counts={"rows_in_dataset": done + writer.rows, "submitted": writer.rows},
+    )
+    try:
+        write_manifest(run_at, manifest)
+    except OSError:
+        pass
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
 def _manifest_at_start(
-    cfg: DictConfig, run_at: RunDir, provenance: Provenance, scan: Scan, done: int
+    cfg: DictConfig, run_at: RunDir, provenance: Provenance, scan: Scan, done: int, command: str
 ) -> dict[str, Any]:
     previous = read_manifest(run_at)
     return {
         **provenance.as_dict(),
         "results_dir": cfg.results_dir,
-        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "started_at": _now(),
         "status": "running",
+        "command": command,
         "grid": OmegaConf.to_container(cfg.grid, resolve=True),
         "resumed_from": {"cells_in_dataset": done} if done else None,
         "quarantined": [
@@ -150,7 +222,7 @@ def _manifest_at_start(
     }
 
 
-def _log_outcome(stats: SweepStats, run_at: RunDir) -> None:
+def _log_outcome(stats, run_at: RunDir) -> None:
     if stats.grid.invalid:
         log.info(
             "dropped %d invalid combinations: %s",
@@ -174,18 +246,73 @@ def _summary(manifest: dict[str, Any]) -> dict[str, Any]:
     return {k: manifest.get(k) for k in keep}
 
 
+def resume_command(run_dir: Path, overrides: list[str] | None = None) -> str:
+    """The command that resumes ``run_dir``: this run's overrides (Hydra's record
+    of the command line, when there is one) and the run directory."""
+    if overrides is None:
+        try:
+            from hydra.core.hydra_config import HydraConfig
+
+            overrides = list(HydraConfig.get().overrides.task)
+        except (ImportError, ValueError):
+            overrides = []
+    keep = [o for o in overrides if not o.startswith("hydra.run.dir=")]
+    return shlex.join([PROG, *keep, f"hydra.run.dir={run_dir}"])
+
+
+def interrupted_line(manifest: dict[str, Any]) -> str:
+    counts = manifest.get("counts") or {}
+    saved = counts.get("rows_in_dataset", 0)
+    this_run = counts.get("submitted")
+    run_text = f", {this_run} of them by this run" if this_run is not None else ""
+    return (
+        f"interrupted ({manifest.get('stopped_by', 'signal')}): {saved} cells saved in "
+        f"{manifest.get('run_dir')}{run_text}; resume with: {manifest.get('command')}"
+    )
+
+
 # Errors that are the user's to fix: one line naming the key / path / holder, exit 2.
-USER_ERRORS = (ConfigError, GridError, ScenarioError, RunDirLocked, OutputError)
+USER_ERRORS = (
+    ConfigError,
+    GridError,
+    ScenarioError,
+    RunDirLocked,
+    OutputError,
+    ClusterUnreachable,
+)
 
 
-@hydra.main(version_base="1.3", config_path="pkg://conf", config_name="config")
-def _main(cfg: DictConfig) -> None:
+def remove_created(created: list[Path], run_dir: Path) -> None:
+    """Remove the run directory this command created (Hydra's config and log in
+    it), and the parents it created, if no result file is in it."""
+    if not created or not run_dir.is_dir() or any(run_dir.rglob("*.parquet")):
+        return
+    shutil.rmtree(run_dir, ignore_errors=True)
+    for p in created[1:]:  # the parents, deepest first; one that is not empty stays
+        try:
+            p.rmdir()
+        except OSError:
+            break
+
+
+def _task(cfg: DictConfig, created: list[Path], command: str | None) -> None:
+    """What the Hydra app does with the composed config."""
+    from hydra.core.hydra_config import HydraConfig
+
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
-        sweep(cfg, run_dir)
+        manifest = sweep(cfg, run_dir, command)
     except USER_ERRORS as err:
+        remove_created(created, run_dir)
         log.error("%s", err)
-        sys.exit(2)
+        sys.exit(USER_ERROR_EXIT)
+    except Stopped as err:  # before any cell ran
+        remove_created(created, run_dir)
+        log.warning("interrupted (%s) before any cell ran; nothing new saved", err)
+        sys.exit(exit_code(err.signum))
+    except KeyboardInterrupt:
+        log.warning("interrupted again: stopped at once; resume with: %s", command)
+        sys.exit(exit_code(signal.SIGINT))
     except OSError as err:  # e.g. the disk filled up mid-sweep
         log.error(
             "cannot write results: %s. Every file already in %s is whole; run the same "
@@ -194,25 +321,79 @@ def _main(cfg: DictConfig) -> None:
             RunDir.at(run_dir, cfg.results_dir).results,
             run_dir,
         )
-        sys.exit(2)
+        sys.exit(USER_ERROR_EXIT)
+    if manifest["status"] == "interrupted":
+        log.warning("%s", interrupted_line(manifest))
+        sys.exit(exit_code(signal.Signals[manifest.get("stopped_by", "SIGINT")]))
     if cfg.report:
         from sweep.report import cli as report_cli
 
         report_cli.main([str(run_dir)])
 
 
+# Hydra's own flags: with one of these the command line goes to Hydra as it is.
+HYDRA_FLAGS = ("-h", "--help", "--hydra-help", "-c", "--cfg", "--info", "-m", "--multirun",
+               "--version", "--shell-completion", "-sc", "-cd", "--config-dir", "-cp",
+               "--config-path", "-cn", "--config-name", "-p", "--package", "--resolve",
+               "--run", "-r", "--experimental-rerun")  # fmt: skip
+
+
+def _hydra_value(text: str) -> str:
+    """``text`` as one value of Hydra's override grammar."""
+    if text and all(c.isalnum() or c in "/._-:" for c in text):
+        return text
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def check_command_line(args: list[str]) -> tuple[list[str], Path]:
+    """Everything ``zapsweep ARGS`` would refuse, refused now; returns the
+    command line for Hydra (the run directory pinned) and that directory."""
+    from .compose import compose_config
+
+    check_overrides(args)
+    cfg = compose_config(args)
+    run_dir = Path(cfg.hydra.run.dir)
+    with open_dict(cfg):
+        del cfg["hydra"]  # Hydra's own node resolves only inside a Hydra run
+    prepare(cfg)
+    if not any(a.startswith("hydra.run.dir=") for a in args):
+        args = [*args, f"hydra.run.dir={_hydra_value(str(run_dir))}"]
+    check_free(run_dir)
+    check_run_dir(run_dir)
+    return args, run_dir
+
+
+def _hydra_app(created: list[Path], command: str | None):
+    import hydra
+
+    from .config import register_configs
+
+    register_configs()
+
+    @hydra.main(version_base="1.3", config_path="pkg://conf", config_name="config")
+    def app(cfg: DictConfig) -> None:
+        _task(cfg, created, command)
+
+    return app
+
+
 def main() -> None:
-    """The ``zapsweep`` console script: unknown keys are named before Hydra composes."""
+    """The ``zapsweep`` console script."""
     args = sys.argv[1:]
+    if any(a.split("=", 1)[0] in HYDRA_FLAGS for a in args):
+        _hydra_app([], None)()
+        return
     try:
-        check_overrides(args)
-        for arg in args:  # an explicit run dir: refuse before Hydra writes into it
-            if arg.startswith("hydra.run.dir="):
-                check_free(arg.split("=", 1)[1])
-    except (ConfigError, RunDirLocked) as err:
-        print(f"zapsweep: {err}", file=sys.stderr)
-        sys.exit(2)
-    _main()
+        args, run_dir = check_command_line(args)
+    except (ConfigError, GridError, ScenarioError, RunDirLocked) as err:
+        print(f"{PROG}: {err}", file=sys.stderr)
+        sys.exit(USER_ERROR_EXIT)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted before it started; nothing written", file=sys.stderr)
+        sys.exit(exit_code(signal.SIGINT))
+    created = missing_parents(run_dir.absolute())
+    sys.argv = [sys.argv[0], *args]
+    _hydra_app(created, resume_command(run_dir, args))()
 
 
 if __name__ == "__main__":

@@ -108,7 +108,11 @@ def grid_axes(grid: Mapping[str, Any]) -> list[Axis]:
             group_of[name] = names
         lengths = {name: len(values[name]) for name in names}
         if len(set(lengths.values())) > 1:
-            raise GridError(f"zip[{i}]", f"zipped axes need equal lengths, got {lengths}")
+            raise GridError(
+                f"zip[{i}]",
+                f"zipped axes need equal lengths, got {lengths}: allowed axes with the same "
+                "number of values (they are paired by position)",
+            )
 
     for i, rule in enumerate(_rules(grid, "exclude", "a list of mappings axis -> value(s)")):
         if not isinstance(rule, Mapping) or not rule:

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 
 import ray
 
+from .cluster import join_cluster
 from .config import RayConfig
 from .reaper import Reaper
 
@@ -66,16 +67,18 @@ def warm_workers(cpus: int) -> None:
 
 @contextmanager
 def ray_session(cfg: RayConfig):
-    """Connect to the cluster named by ``cfg.address``/``RAY_ADDRESS``, or start
-    an embedded local Ray on loopback with no dashboard; shut down after."""
+    """Connect to the cluster named by ``cfg.address``/``RAY_ADDRESS`` (within
+    ``cfg.connect_timeout_s``: ``ClusterUnreachable`` otherwise), or start an
+    embedded local Ray on loopback with no dashboard; shut down after."""
     address = cfg.address or os.environ.get("RAY_ADDRESS")
     if ray.is_initialized():  # the caller owns this session (tests, notebooks)
         yield
         return
     reaper = None
     if address:
-        log.info("joining the Ray cluster at %s", address)
-        ray.init(address=address, runtime_env=runtime_env(), log_to_driver=False)
+        given = f"ray.address={cfg.address}" if cfg.address else f"RAY_ADDRESS={address}"
+        log.info("joining the Ray cluster at %s", given)
+        join_cluster(address, given, cfg.connect_timeout_s, runtime_env())
     else:
         reaper = Reaper()  # if this driver is killed, its local Ray goes too
         init_local_ray(cfg.num_cpus, cfg.object_store_memory)
