@@ -9,6 +9,7 @@
       .staging/               result files being written, beside <results>
       quarantine/             bad result files moved aside, beside <results>
       summary.parquet, report.md, report.html, plots/   the report
+      compare.md              the full table of a comparison with this run as B
 
 ``.staging/`` and ``quarantine/`` sit next to the dataset, not necessarily in
 the run directory, so that a rename into or out of the dataset never crosses
@@ -36,12 +37,23 @@ RESERVED = (STAGING, QUARANTINE, HYDRA)
 RESULT_GLOB = "*.parquet"
 
 
+class NotARun(FileNotFoundError):
+    """A path given as a run that is none of: run directory, dataset, Parquet file."""
+
+    def __init__(self, path: Path):
+        super().__init__(
+            f"{path} is not a run: allowed a run directory (with {MANIFEST} and "
+            f"{DEFAULT_RESULTS}/), a results dataset directory or a {RESULT_GLOB} file"
+        )
+
+
 @dataclass(frozen=True)
 class RunDir:
     """A run directory and where its dataset lives."""
 
     path: Path
     results: Path
+    report_to: Path | None = None  # the report's directory, when not the run directory
 
     @classmethod
     def at(cls, path: str | Path, results_dir: str | Path = DEFAULT_RESULTS) -> RunDir:
@@ -61,6 +73,8 @@ class RunDir:
             return cls.at(path)
         if not path.exists():
             raise FileNotFoundError(f"no run directory or results dataset at {path}")
+        if path.is_file() and not path.match(RESULT_GLOB):
+            raise NotARun(path)
         return cls(path.parent, path)  # a dataset (or one file) named directly
 
     # The sweep's own files -------------------------------------------------------
@@ -103,8 +117,9 @@ class RunDir:
 
     @property
     def report_dir(self) -> Path:
-        """Where the report goes: the run directory, or next to a dataset named alone."""
-        return self.path
+        """Where the report goes: the run directory, or next to a dataset named
+        alone, unless ``report_to`` says otherwise."""
+        return self.report_to or self.path
 
     @property
     def summary(self) -> Path:
@@ -121,6 +136,15 @@ class RunDir:
     @property
     def plots(self) -> Path:
         return self.report_dir / "plots"
+
+    @property
+    def compare_md(self) -> Path:
+        """The full table of ``zapsweep-report --compare A B``, in B's report directory."""
+        return self.report_dir / "compare.md"
+
+    def report_files(self) -> list[Path]:
+        """The report's files that exist now (what writing a report replaces)."""
+        return [p for p in (self.summary, self.report_md, self.report_html) if p.exists()]
 
 
 def new_file_name() -> str:

@@ -4,12 +4,13 @@ It only reads the dataset: a file that fails the integrity check is skipped,
 named and counted, never moved.
 
 - ``summarize``, ``verdicts``, ``price_of_safety``, ``open_results`` (``summary``);
-- ``write_report``, ``headline_table``, ``compare`` (``render``);
+- ``write_report``, ``headline_table`` (``render``); ``compare`` (``compare``);
 - ``main``: the ``zapsweep-report`` command (``cli``).
 """
 
 from .cli import main
-from .render import compare, headline_table, write_report
+from .compare import compare
+from .render import headline_table, write_report
 from .summary import open_results, price_of_safety, summarize, verdicts
 
 __all__ = [

@@ -90,6 +90,12 @@ class Results:
 
     def scan(self) -> pl.LazyFrame:
         if not self.files:
+            if self.skipped:
+                raise FileNotFoundError(
+                    f"no result file under {self.run.results} passed the integrity check "
+                    f"({len(self.skipped)} skipped, e.g. {self.skipped[0].path}: "
+                    f"{self.skipped[0].reason})"
+                )
             raise FileNotFoundError(f"no Parquet files under {self.run.results}")
         return pl.scan_parquet(
             list(self.files),
@@ -172,7 +178,10 @@ def summarize(source: Source, group_keys: Sequence[str] = DEFAULT_GROUP_KEYS) ->
     lf = scan(source)
     missing = [k for k in keys if k not in lf.collect_schema().names()]
     if missing:
-        raise ValueError(f"unknown group keys {missing}: not columns of the results dataset")
+        raise ValueError(
+            f"unknown group keys {missing}: allowed columns of the results dataset "
+            f"({', '.join(lf.collect_schema().names())})"
+        )
 
     def ok(name: str) -> pl.Expr:
         return pl.col(name).filter(OK)

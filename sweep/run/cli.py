@@ -137,7 +137,9 @@ def _run(cfg, run_at: RunDir, plan, scan: Scan, started: float, stop, command: s
     with ray_session(cfg.ray):
         stop.install()  # ray.init put a SIGTERM handler of its own in
         ray_ready = time.monotonic()
-        manifest = _manifest_at_start(cfg, run_at, provenance, scan, len(plan.done), command)
+        manifest = _manifest_at_start(
+            cfg, run_at, provenance, scan, len(plan.done), command, plan.grid.size
+        )
         write_manifest(run_at, manifest)
         cpu_at_start = time.process_time()
         progress = Progress(
@@ -203,7 +205,13 @@ def _now() -> str:
 
 
 def _manifest_at_start(
-    cfg: DictConfig, run_at: RunDir, provenance: Provenance, scan: Scan, done: int, command: str
+    cfg: DictConfig,
+    run_at: RunDir,
+    provenance: Provenance,
+    scan: Scan,
+    done: int,
+    command: str,
+    grid_size: int,
 ) -> dict[str, Any]:
     previous = read_manifest(run_at)
     return {
@@ -212,6 +220,7 @@ def _manifest_at_start(
         "started_at": _now(),
         "status": "running",
         "command": command,
+        "grid_combinations": grid_size,
         "grid": OmegaConf.to_container(cfg.grid, resolve=True),
         "resumed_from": {"cells_in_dataset": done} if done else None,
         "quarantined": [

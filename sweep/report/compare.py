@@ -1,0 +1,226 @@
+"""Two runs side by side: which verdicts changed, then the worst cases per group.
+
+``compare(a, b)`` is the full table (one row per summary group, each measure
+of A and B and the change); ``verdict_changes`` says, in words, where the
+largest guest under the budget or without an RCU stall moved
+("largest stall-free guest, 5-level 4K root: 1TiB -> 16TiB");
+``side`` names what made each run (its directory, cost model, engine
+version); ``headline_compare`` is the short table for a terminal (per paging
+depth, page size and strategy, within ``TERMINAL_COLUMNS``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from engine import format_memory
+
+from . import summary
+from .plots import fmt_seconds
+from .summary import DEFAULT_GROUP_KEYS, VERDICT_KEYS, Source
+
+TERMINAL_COLUMNS = 100
+COMPARE_COLUMNS = ("cells", "errors", "worst_max_op_ns", "worst_max_rcu_hold_ns", "stalls")
+
+
+def compare(a: Source, b: Source, group_keys: Sequence[str] = DEFAULT_GROUP_KEYS) -> pl.DataFrame:
+    """Two runs side by side per group: columns ``<name>_a``, ``<name>_b`` and the
+    change in worst latency, ``worst_max_op_change_ns`` (b - a) and
+    ``worst_max_op_ratio`` (b / a). Groups present in only one run keep nulls."""
+    keys = list(group_keys)
+    sa = summary.summarize(a, keys).select(*keys, *COMPARE_COLUMNS)
+    sb = summary.summarize(b, keys).select(*keys, *COMPARE_COLUMNS)
+    joined = sa.join(
+        sb,
+        on=keys,
+        how="full",
+        suffix="_b",
+        nulls_equal=True,
+        coalesce=True,
+        maintain_order="left_right",
+    ).rename({c: f"{c}_a" for c in COMPARE_COLUMNS})
+    wa, wb = pl.col("worst_max_op_ns_a"), pl.col("worst_max_op_ns_b")
+    out = joined.with_columns(
+        (wb - wa).alias("worst_max_op_change_ns"),
+        (wb / wa).alias("worst_max_op_ratio"),
+    )
+    order = [*keys]
+    for c in COMPARE_COLUMNS:
+        order += [f"{c}_a", f"{c}_b"]
+    out = out.select(*order, "worst_max_op_change_ns", "worst_max_op_ratio")
+    return summary.sort_groups(out.lazy(), keys).collect()
+
+
+# --------------------------------------------------------------------------- the two sides
+
+
+@dataclass(frozen=True)
+class Side:
+    """What made one run's rows."""
+
+    path: str
+    cost_models: tuple[str, ...]
+    engines: tuple[str, ...]
+    engine_versions: tuple[str, ...]
+    rows: int
+
+    def describe(self) -> str:
+        def one(values: tuple[str, ...]) -> str:
+            return ", ".join(values) or "—"
+
+        return (
+            f"{self.path} (cost model {one(self.cost_models)}; engine {one(self.engines)}, "
+            f"engine version {one(self.engine_versions)}; {self.rows:,} cells)"
+        )
+
+
+def side(path: Path, name: str) -> Side:
+    """The run at ``path``: its cost model (with its version, from the manifest)."""
+    from sweep.dataset import RunDir, read_manifest
+
+    values = summary.distinct_values(path, ("cost_model", "engine", "engine_version"))
+    models = tuple(map(str, values.get("cost_model", [])))
+    recorded = (read_manifest(RunDir.find(path)) or {}).get("cost_model") or {}
+    if models == (recorded.get("name"),) and recorded.get("version") is not None:
+        models = (f"{models[0]} v{recorded['version']}",)
+    return Side(
+        name,
+        models,
+        tuple(map(str, values.get("engine", []))),
+        tuple(map(str, values.get("engine_version", []))),
+        summary.row_count(path),
+    )
+
+
+# --------------------------------------------------------------------------- verdicts
+
+
+def _memory(v) -> str:
+    return "none" if v is None else format_memory(int(v))
+
+
+def _group(depth, page, strategy) -> str:
+    return f"{depth}-level {page} {strategy}"
+
+
+def verdict_changes(a: Source, b: Source, budget_ms: float) -> list[str]:
+    """Each verdict (per paging depth, page size, strategy) that differs between
+    the runs, as ``what, group: A -> B``; then the groups only one run has."""
+    keys = list(VERDICT_KEYS)
+    cols = ["under_budget_up_to", "stall_free_up_to"]
+    va = summary.verdicts(a, budget_ms).select(*keys, *cols)
+    vb = summary.verdicts(b, budget_ms).select(*keys, *cols)
+    both = va.join(vb, on=keys, how="full", suffix="_b", coalesce=True, nulls_equal=True)
+    both = summary.sort_groups(both.lazy(), keys).collect()
+    budget = fmt_seconds(budget_ms / 1e3)
+    what = {
+        "under_budget_up_to": f"largest guest under {budget}",
+        "stall_free_up_to": "largest stall-free guest",
+    }
+    in_a = set(va.select(keys).rows())
+    in_b = set(vb.select(keys).rows())
+    lines, only = [], []
+    for row in both.to_dicts():
+        group = tuple(row[k] for k in keys)
+        if group not in in_a or group not in in_b:
+            only.append(f"only in {'B' if group in in_b else 'A'}: {_group(*group)}")
+            continue
+        for c in cols:
+            if row[c] != row[f"{c}_b"]:
+                lines.append(
+                    f"{what[c]}, {_group(*group)}: {_memory(row[c])} -> {_memory(row[c + '_b'])}"
+                )
+    return lines + only
+
+
+# --------------------------------------------------------------------------- the short table
+
+
+def headline_compare(a: Source, b: Source) -> pl.DataFrame:
+    """Per paging depth, page size and strategy: worst operation, worst RCU hold
+    and stalls in A and B (all strings, for the terminal)."""
+    keys = list(VERDICT_KEYS)
+    cols = ["worst_max_op_ns", "worst_max_rcu_hold_ns", "stalls"]
+    va = summary.verdicts(a).select(*keys, *cols)
+    vb = summary.verdicts(b).select(*keys, *cols)
+    both = va.join(vb, on=keys, how="full", suffix="_b", coalesce=True, nulls_equal=True)
+    both = summary.sort_groups(both.lazy(), keys).collect()
+
+    def ns(v) -> str:
+        return "—" if v is None else fmt_seconds(v / 1e9)
+
+    def ratio(x, y) -> str:
+        return "—" if x is None or y is None or x == 0 else f"{y / x:.2f}×"
+
+    def count(v) -> str:
+        return "—" if v is None else str(v)
+
+    rows = []
+    for r in both.to_dicts():
+        strategy = r["strategy"] if len(r["strategy"]) <= 18 else r["strategy"][:17] + "…"
+        rows.append(
+            {
+                "paging": str(r["paging_levels"]),
+                "page": r["page_size"],
+                "strategy": strategy,
+                "worst op A": ns(r["worst_max_op_ns"]),
+                "worst op B": ns(r["worst_max_op_ns_b"]),
+                "B/A": ratio(r["worst_max_op_ns"], r["worst_max_op_ns_b"]),
+                "RCU hold A": ns(r["worst_max_rcu_hold_ns"]),
+                "RCU hold B": ns(r["worst_max_rcu_hold_ns_b"]),
+                "stalls A→B": f"{count(r['stalls'])}→{count(r['stalls_b'])}",
+            }
+        )
+    return pl.DataFrame(rows, schema={c: pl.String for c in HEADLINE_COMPARE_COLUMNS})
+
+
+HEADLINE_COMPARE_COLUMNS = (
+    "paging",
+    "page",
+    "strategy",
+    "worst op A",
+    "worst op B",
+    "B/A",
+    "RCU hold A",
+    "RCU hold B",
+    "stalls A→B",
+)
+
+
+def plain_table(df: pl.DataFrame) -> str:
+    """Columns padded to their widest cell, two spaces apart; text left, figures right."""
+    if not df.width:
+        return ""
+    cells = [list(df.columns)] + [[str(v) for v in r] for r in df.rows()]
+    widths = [max(len(row[i]) for row in cells) for i in range(df.width)]
+    left = {"page", "strategy"}
+
+    def line(row: list[str]) -> str:
+        parts = [
+            v.ljust(w) if c in left else v.rjust(w)
+            for v, w, c in zip(row, widths, df.columns, strict=True)
+        ]
+        return "  ".join(parts).rstrip()
+
+    return "\n".join(line(r) for r in cells)
+
+
+def terminal_compare(a: Source, b: Source, width: int = TERMINAL_COLUMNS) -> str:
+    """The short table, within ``width`` columns (the RCU holds go first if it is not)."""
+    df = headline_compare(a, b)
+    for drop in ([], ["RCU hold A", "RCU hold B"], ["RCU hold A", "RCU hold B", "B/A"]):
+        text = plain_table(df.drop(drop))
+        if max((len(x) for x in text.splitlines()), default=0) <= width:
+            return text
+    return text
+
+
+def default_output(b: Path) -> Path:
+    """Where the full table goes unless ``--output`` says: B's report directory."""
+    from sweep.dataset import RunDir
+
+    return RunDir.find(b).compare_md
