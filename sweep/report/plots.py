@@ -7,7 +7,7 @@ Each function takes an already aggregated ``polars.DataFrame`` (see
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +19,7 @@ from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from engine import format_memory
 
-from .summary import STRATEGY_ORDER
+from .summary import HEATMAP_PANEL_KEYS, STRATEGY_ORDER
 
 DPI = 110
 PAGE_SIZE_STYLE = {"4K": "-", "2M": "--", "1G": ":"}
@@ -144,35 +144,97 @@ def plot_latency_vs_memory(
     return path
 
 
-def plot_rcu_hold_heatmap(grid: pl.DataFrame, path: Path, stall_timeout_s: float) -> Path:
-    """Worst RCU hold over vCPUs (x) and dirty ratio (y); one row per strategy,
-    one column per ``flush_on_yield`` value; shared logarithmic colour scale."""
-    if not grid.height:
-        return _empty(Figure(figsize=(6, 3)), path, "no successful cells to plot")
-    strategies = _ordered_strategies(grid)
-    flushes = sorted(grid["flush_on_yield"].unique().to_list())
-    vcpus = sorted(grid["vcpus"].unique().to_list())
-    dirty = sorted(grid["dirty_ratio"].unique().to_list())
-    values = grid["worst_max_rcu_hold_ns"].to_numpy() / 1e9
+def _round_sig(x: float, digits: int = 2) -> float:
+    return float(f"{x:.{digits}g}")
+
+
+def log_ticks(vmin: float, vmax: float, most: int = 8) -> list[float]:
+    """Ticks for a logarithmic scale from ``vmin`` to ``vmax``: 1-2-5 steps of each
+    decade, thinned to at most ``most``; on a narrow range (fewer than three of
+    those), four ticks evenly spaced in log, at two significant digits."""
+    ticks = []
+    for decade in range(math.floor(math.log10(vmin)) - 1, math.ceil(math.log10(vmax)) + 1):
+        for step in (1, 2, 5):
+            t = step * 10.0**decade
+            if vmin * (1 - 1e-9) <= t <= vmax * (1 + 1e-9):
+                ticks.append(t)
+    while len(ticks) > most:
+        ticks = ticks[::2]
+    if len(ticks) < 3:
+        ticks = sorted({_round_sig(t) for t in np.geomspace(vmin, vmax, 4)})
+    return [t for t in ticks if vmin * (1 - 1e-9) <= t <= vmax * (1 + 1e-9)] or [vmin, vmax]
+
+
+def color_range(values: np.ndarray) -> tuple[float, float]:
+    """The positive range of ``values``, widened to at least a factor 1.5."""
     positive = values[values > 0]
     vmin = float(positive.min()) if positive.size else 1e-9
-    vmax = max(float(values.max()), vmin * 10)
+    vmax = float(positive.max()) if positive.size else 1e-8
+    if vmax < vmin * 1.5:
+        mid = math.sqrt(vmin * vmax)
+        vmin, vmax = mid / 1.25, mid * 1.25
+    return vmin, vmax
+
+
+# An empty heatmap cell says why the grid has no result there (``why_empty``);
+# a panel empty throughout says it once, in full.
+EMPTY_PANEL_LABELS = {
+    "excluded": "excluded by the grid",
+    "invalid": "not a valid strategy\nat this depth",
+    "no cells": "no cells",
+}
+
+
+def _panel_title(keys: Sequence[str], values: Sequence) -> str:
+    parts = []
+    for k, v in zip(keys, values, strict=True):
+        if k == "paging_levels":
+            parts.append(f"{v}-level paging")
+        elif k == "flush_on_yield":
+            parts.append(f"flush_on_yield={'on' if v else 'off'}")
+        else:
+            parts.append(f"{k}={v}")
+    return "\n".join(parts)
+
+
+def plot_rcu_hold_heatmap(
+    grid: pl.DataFrame,
+    path: Path,
+    stall_timeout_s: float,
+    why_empty: Callable[[dict], str] | None = None,
+) -> Path:
+    """Worst RCU hold over vCPUs (x) and dirty ratio (y): a row of panels per
+    strategy, a column per paging depth (and kernel) and ``flush_on_yield``;
+    one logarithmic colour scale.  An empty cell says why: ``why_empty`` of the
+    cell's fields gives a short label ("excluded" by the grid's rules, "invalid"
+    for the engine, "= per_level" for a strategy that is another at this depth,
+    "no cells"); a panel empty throughout says it once."""
+    if not grid.height:
+        return _empty(Figure(figsize=(6, 3)), path, "no successful cells to plot")
+    why_empty = why_empty or (lambda _cell: "no cells")
+    strategies = _ordered_strategies(grid)
+    panel_keys = [k for k in HEATMAP_PANEL_KEYS if k in grid.columns]
+    panels = sorted(set(grid.select(panel_keys).rows()))
+    vcpus = sorted(grid["vcpus"].unique().to_list())
+    dirty = sorted(grid["dirty_ratio"].unique().to_list())
+    vmin, vmax = color_range(grid["worst_max_rcu_hold_ns"].to_numpy() / 1e9)
     norm = LogNorm(vmin=vmin, vmax=vmax)
     fig = Figure(
         figsize=(
-            1.0 + 0.75 * len(vcpus) * len(flushes) + 1.6,
-            1.0 + 0.45 * len(dirty) * len(strategies) + 0.8,
+            1.4 + 0.8 * max(len(vcpus), 2) * len(panels) + 1.6,
+            1.0 + 0.5 * max(len(dirty), 2) * len(strategies) + 0.9,
         ),
         layout="constrained",
     )
-    axes = fig.subplots(len(strategies), len(flushes), squeeze=False, sharex=True, sharey=True)
+    axes = fig.subplots(len(strategies), len(panels), squeeze=False, sharex=True, sharey=True)
     image = None
     for i, strategy in enumerate(strategies):
-        for j, flush in enumerate(flushes):
+        for j, panel in enumerate(panels):
             ax = axes[i][j]
-            sub = grid.filter(
-                (pl.col("strategy") == strategy) & (pl.col("flush_on_yield") == flush)
-            )
+            where = dict(zip(panel_keys, panel, strict=True))
+            sub = grid.filter(pl.col("strategy") == strategy)
+            for k, v in where.items():
+                sub = sub.filter(pl.col(k) == v)
             m = np.full((len(dirty), len(vcpus)), np.nan)
             for d, v, hold in sub.select("dirty_ratio", "vcpus", "worst_max_rcu_hold_ns").rows():
                 m[dirty.index(d), vcpus.index(v)] = hold / 1e9
@@ -183,8 +245,28 @@ def plot_rcu_hold_heatmap(grid: pl.DataFrame, path: Path, stall_timeout_s: float
                 aspect="auto",
                 origin="lower",
             )
+            ax.set_facecolor("#eeeeee")
+            reasons = {}
             for (r, c), hold in np.ndenumerate(m):
                 if np.isnan(hold):
+                    cell = {
+                        **where,
+                        "strategy": strategy,
+                        "vcpus": vcpus[c],
+                        "dirty_ratio": dirty[r],
+                    }
+                    reasons[r, c] = why_empty(cell)
+            if len(reasons) == m.size and len(set(reasons.values())) == 1:
+                (reason,) = set(reasons.values())
+                ax.text(
+                    0.5, 0.5, EMPTY_PANEL_LABELS.get(reason, reason), transform=ax.transAxes,
+                    ha="center", va="center", fontsize=8, color="#555555", style="italic",
+                )  # fmt: skip
+            for (r, c), hold in np.ndenumerate(m):
+                if np.isnan(hold):
+                    if len(reasons) < m.size or len(set(reasons.values())) > 1:
+                        ax.text(c, r, reasons[r, c], ha="center", va="center",
+                                fontsize=7, color="#555555", style="italic")  # fmt: skip
                     continue
                 stalled = hold >= stall_timeout_s
                 ax.text(
@@ -200,15 +282,20 @@ def plot_rcu_hold_heatmap(grid: pl.DataFrame, path: Path, stall_timeout_s: float
             ax.set_xticks(range(len(vcpus)), [str(v) for v in vcpus])
             ax.set_yticks(range(len(dirty)), [f"{d:g}" for d in dirty])
             if i == 0:
-                ax.set_title(f"flush_on_yield={'on' if flush else 'off'}")
+                ax.set_title(_panel_title(panel_keys, panel), fontsize=9)
             if j == 0:
                 ax.set_ylabel(f"{strategy}\ndirty ratio")
             if i == len(strategies) - 1:
                 ax.set_xlabel("vCPUs")
     cbar = fig.colorbar(image, ax=axes, shrink=0.8, label="worst RCU hold (max_rcu_hold_ns)")
+    cbar.set_ticks(log_ticks(vmin, vmax))
     cbar.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _p: fmt_seconds(v)))
     cbar.ax.yaxis.set_minor_formatter(NullFormatter())
-    fig.suptitle(f"Worst RCU hold (stall at {fmt_seconds(stall_timeout_s)})")
+    fig.suptitle(
+        f"Worst RCU hold (stall at {fmt_seconds(stall_timeout_s)})\n"
+        "worst over guest memory, page size and every other field",
+        fontsize=10,
+    )
     fig.savefig(path, dpi=DPI)
     return path
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import polars as pl
 
-from engine import format_memory
+from engine import Scenario, ScenarioError, format_memory, strategy_name
 from sweep.dataset import BadFile, read_manifest
 
 from . import plots, summary
@@ -530,6 +530,33 @@ def render_html(data: ReportData, plot_paths: dict[str, Path]) -> str:
 # --------------------------------------------------------------------------- entry points
 
 
+def empty_cell_reason(manifest: dict | None) -> Callable[[dict], str]:
+    """Why a heatmap cell (strategy, paging depth, flush_on_yield, vCPUs, dirty
+    ratio) has no result: a rule of the run's ``exclude`` matches it, the
+    strategy is not valid at that depth, or it is another strategy there (its
+    cells are named by that one); else no cell of the grid (or none succeeded)."""
+    from sweep.run.grid import is_excluded
+
+    grid = (manifest or {}).get("grid")
+    rules = (grid.get("exclude") if isinstance(grid, dict) else None) or []
+
+    def why(cell: dict) -> str:
+        written = {k: v for k, v in cell.items() if k != "strategy"}
+        if rules and is_excluded({**written, "zap_levels": cell["strategy"]}, rules):
+            return "excluded"
+        depth = cell.get("paging_levels")
+        if depth is None:
+            return "no cells"
+        try:
+            levels = Scenario(paging_levels=depth, zap_levels=cell["strategy"]).zap_levels
+        except ScenarioError:
+            return "invalid"
+        name = strategy_name(levels, depth)
+        return f"= {name}" if name != cell["strategy"] else "no cells"
+
+    return why
+
+
 def write_plots(data: ReportData, plots_dir: Path) -> dict[str, Path]:
     plots_dir.mkdir(parents=True, exist_ok=True)
     f = plots.PLOT_FILES
@@ -538,7 +565,10 @@ def write_plots(data: ReportData, plots_dir: Path) -> dict[str, Path]:
             data.curve, plots_dir / f["latency_vs_memory"], data.budget_ms, data.stall_timeout_s
         ),
         "rcu_hold_heatmap": plots.plot_rcu_hold_heatmap(
-            data.rcu_grid, plots_dir / f["rcu_hold_heatmap"], data.stall_timeout_s
+            data.rcu_grid,
+            plots_dir / f["rcu_hold_heatmap"],
+            data.stall_timeout_s,
+            empty_cell_reason(data.manifest),
         ),
         "cost_vs_latency": plots.plot_cost_vs_latency(
             data.plot_summary, plots_dir / f["cost_vs_latency"], data.budget_ms

@@ -349,12 +349,21 @@ def error_count(source: Source) -> int:
     return int(scan(source).select((~OK).sum()).collect().item())
 
 
+# The panels of the RCU-hold heatmap: one per paging depth (and kernel, where the
+# dataset has that column) and flush_on_yield, a row of panels per strategy.
+HEATMAP_PANEL_KEYS: tuple[str, ...] = ("paging_levels", "kernel", "flush_on_yield")
+
+
 def rcu_hold_grid(source: Source) -> pl.DataFrame:
-    """Worst ``max_rcu_hold_ns`` per strategy, flush_on_yield, vCPUs and dirty ratio."""
-    keys = ["strategy", "flush_on_yield", "vcpus", "dirty_ratio"]
+    """Worst ``max_rcu_hold_ns`` per strategy, paging depth (and kernel, if the
+    dataset has one), flush_on_yield, vCPUs and dirty ratio: the worst over
+    every other field (guest memory, page size, ...)."""
+    lf = scan(source)
+    names = lf.collect_schema().names()
+    panels = [k for k in HEATMAP_PANEL_KEYS if k in names]
+    keys = ["strategy", *panels, "vcpus", "dirty_ratio"]
     agg = (
-        scan(source)
-        .filter(OK)
+        lf.filter(OK)
         .group_by(keys)
         .agg(pl.col("max_rcu_hold_ns").max().alias("worst_max_rcu_hold_ns"))
     )
