@@ -1,4 +1,4 @@
-"""The seed's figures (issue 6, bands 1-4) with the default cost model, and
+"""The seed's figures (a)-(d) (conf/cost_model/seed-2022.yaml) with the default cost model, and
 what each becomes under the upstream model (Linux 6.13+, no A/D write-back).
 
 Bands 1-3 need 512 GiB and 12 TiB guests of 4K pages: fast engine only.

@@ -1,4 +1,4 @@
-"""Property tests of the zap engine over small random scenarios (issue 2).
+"""Property tests of the zap engine over small random scenarios.
 
 Every expected count is taken from the page table as built
 (``engine.reference.build_page_table``) or from the population draw
@@ -367,8 +367,8 @@ COUNTER = {
 
 @pytest.mark.xfail(
     strict=True,
-    reason="spec Done-when 'a larger dirty_ratio never lowers total_ns' does not hold "
-    "under resched=tick: a yield that ends past a tick clears it (reported to the lead)",
+    reason="the spec's 'a larger dirty_ratio never lowers total_ns' does not hold under "
+    "resched=tick: a yield that ends past a tick clears it (the README's model notes say so)",
 )
 def test_tick_larger_dirty_ratio_never_lowers_total_ns() -> None:
     r_lo = simulate(Scenario(**COUNTER, dirty_ratio=0.2), engine=ENGINE, cost_model=COUNTER_COSTS)
