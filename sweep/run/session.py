@@ -26,7 +26,8 @@ def runtime_env() -> dict:
     import engine
     import sweep
 
-    return {"py_modules": [engine, sweep, conf]}
+    # As directories, not module objects: Ray Client (ray://) pickles the runtime env.
+    return {"py_modules": [os.path.dirname(m.__file__) for m in (engine, sweep, conf)]}
 
 
 # Ray resolves 127.0.0.1 to the host's address and binds its gRPC servers to
