@@ -135,10 +135,17 @@ def _previous(results: Results) -> str | None:
 def _report(args, keys: tuple[str, ...]) -> None:
     results = open_results(args.path)
     if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
+        try:
+            args.out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ValueError(
+                f"--out {args.out}: cannot create it ({e.strerror or e}); allowed a writable "
+                "directory"
+            ) from None
         results = dataclasses.replace(
             results, run=dataclasses.replace(results.run, report_to=args.out)
         )
+    results.scan()  # no file passed the check: one line says so, before any warning
     _warn_skipped(results)
     note = incomplete_note(read_manifest(results.run), row_count(results))
     if note:

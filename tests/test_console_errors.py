@@ -1,0 +1,272 @@
+"""Every user error of the three console scripts, each run as the user runs it
+(a subprocess of the installed script): one line naming the key, path or value
+and what is allowed, exit code 2, no traceback; a refused ``zapsweep`` leaves no
+run directory behind (nor the parents it would have made).
+
+The cases run two at a time (the machine's cores); each is a fresh process
+(about 45 s of CPU in all: marked slow).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from report_data import row, write_dataset
+
+from sweep.dataset import RunDir
+from sweep.run.lock import run_dir_lock
+
+pytestmark = pytest.mark.slow
+
+BIN = Path(sys.executable).parent
+ENV = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "HYDRA_FULL_ERROR")}
+
+
+@dataclass
+class Case:
+    id: str
+    argv: list[str]
+    expect: tuple[str, ...]  # pieces of the one message line
+    run_dir: Path | None = None  # zapsweep: must not exist afterwards (if it did not before)
+    env: dict[str, str] = field(default_factory=dict)
+    code: int = 2
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _message_lines(out: str, err: str) -> list[str]:
+    """What the user is told: stderr, and the warning/error lines of the log on stdout."""
+    lines = [x for x in err.splitlines() if x.strip()]
+    return lines + [x for x in out.splitlines() if "][ERROR]" in x or "][WARNING]" in x]
+
+
+def _run(case: Case) -> dict:
+    start = time.monotonic()
+    proc = subprocess.run(
+        case.argv,
+        capture_output=True,
+        text=True,
+        env={**ENV, **case.env},
+        timeout=240,
+        stdin=subprocess.DEVNULL,
+    )
+    return {
+        "code": proc.returncode,
+        "out": proc.stdout,
+        "err": proc.stderr,
+        "seconds": time.monotonic() - start,
+        "left": case.run_dir is not None and case.run_dir.parent.exists(),
+    }
+
+
+def zapsweep_cases(tmp: Path) -> list[Case]:
+    def z(id: str, args: list[str], *expect: str, **kw) -> Case:
+        run_dir = tmp / "z" / id / "run"
+        argv = [str(BIN / "zapsweep"), "grid=smoke", "report=false", *args]
+        if not any(a.startswith("hydra.run.dir=") for a in args):
+            argv.append(f"hydra.run.dir={run_dir}")
+        return Case(f"zapsweep-{id}", argv, expect, run_dir, **kw)
+
+    closed = _free_port()
+    return [
+        z("unknown-key", ["grid.vcpu=[1]"], "grid.vcpu", "'vcpus'"),
+        z("wrong-type", ["grid.flush_on_yield=[maybe]"], "grid.flush_on_yield=[maybe]",
+          "allowed a list of true/false values"),
+        z("wrong-type-setting", ["batch.size=many"], "batch.size=many", "an integer or null"),
+        z("no-such-grid", ["grid=smok"], "grid=smok", "bench, full, seed, smoke"),
+        z("schema-is-no-grid", ["grid=grid_schema"], "grid=grid_schema",
+          "bench, full, seed, smoke"),
+        z("schema-is-no-ray", ["ray=ray_schema"], "ray=ray_schema", "cluster, local"),
+        z("no-such-cost-model", ["cost_model=nope"], "cost_model=nope", "seed-2022"),
+        z("does-not-parse", ["grid.vcpus=[1,"], "'grid.vcpus=[1,'", "key=value"),
+        z("bad-grid-value", ["grid.vcpus=[-1]"], "grid.vcpus", "integer >= 1"),
+        z("size-shown-with-unit", ["grid.guest_memory=[1PiB]", "grid.paging_levels=[4]"],
+          "grid.guest_memory='1PiB'", "at most 2^host_phys_bits = 64TiB"),
+        z("zap-levels-name-512g", ["grid.zap_levels=[3G]"], "grid.zap_levels='3G'",
+          "['4K', '2M', '1G'] (and ['512G'] with 5-level paging)"),
+        z("zip-unequal", ["grid=seed", "grid.zip=[[guest_memory,vcpus]]"], "grid.zip[0]",
+          "equal lengths", "'guest_memory': 3, 'vcpus': 2"),
+        z("timeout-zero", ["ray.connect_timeout_s=0"], "ray.connect_timeout_s", "> 0"),
+        z("run-dir-cannot-be-made", ["hydra.run.dir=/proc/nope/run"],
+          "hydra.run.dir=/proc/nope/run", "writable directory"),
+        z("results-dir-unwritable", ["results_dir=/proc/nope"], "/proc/nope",
+          "writable directory"),
+        z("cluster-refuses", [f"ray.address=127.0.0.1:{closed}", "ray.connect_timeout_s=1"],
+          f"ray.address=127.0.0.1:{closed}", "Connection refused within 1 s",
+          "ray.connect_timeout_s"),
+        z("cluster-from-environment", ["ray.connect_timeout_s=1"],
+          f"RAY_ADDRESS=127.0.0.1:{closed}", "within 1 s",
+          env={"RAY_ADDRESS": f"127.0.0.1:{closed}"}),
+    ]  # fmt: skip
+
+
+def report_cases(tmp: Path) -> list[Case]:
+    run = tmp / "r" / "run"
+    write_dataset([row(strategy="root"), row(strategy="two_pass")], run / "results")
+    (run / "manifest.json").write_text(json.dumps({"status": "complete", "results_dir": "results"}))
+    (tmp / "r" / "empty").mkdir()
+    foreign = tmp / "r" / "foreign" / "results"
+    foreign.mkdir(parents=True)
+    (foreign / "part-0.parquet").write_bytes(b"PAR1 not really PAR1")
+
+    def r(id: str, args: list[str], *expect: str) -> Case:
+        return Case(f"report-{id}", [str(BIN / "zapsweep-report"), *args], expect)
+
+    return [
+        r("no-arguments", [], "give a run directory, or --compare A B"),
+        r("missing", [str(tmp / "r" / "missing")], "no run directory or results dataset at"),
+        r("a-manifest-file", [str(run / "manifest.json")], "manifest.json is not a run",
+          "allowed a run directory"),
+        r("empty-dir", [str(tmp / "r" / "empty")], "no Parquet files under"),
+        r("only-a-bad-file", [str(foreign.parent)], "passed the integrity check", "1 skipped"),
+        r("unknown-column", [str(run), "--group-by", "strategy", "bogus"],
+          "unknown group keys ['bogus']", "allowed columns", "guest_memory"),
+        r("negative-budget", [str(run), "--budget-ms", "-1"], "--budget-ms", "finite number > 0"),
+        r("budget-not-a-number", [str(run), "--budget-ms", "soon"], "--budget-ms", "'soon'"),
+        r("out-unwritable", [str(run), "--out", "/proc/nope"], "/proc/nope", "writable"),
+        r("output-without-compare", [str(run), "--output", "x.md"], "--output goes with --compare"),
+        r("compare-one-side", ["--compare", str(run)], "--compare", "expected 2 arguments"),
+        r("compare-missing-side", ["--compare", str(run), str(tmp / "r" / "missing")],
+          "no run directory or results dataset at"),
+        r("unknown-option", [str(run), "--budjet-ms", "5"], "unrecognized arguments: --budjet-ms"),
+    ]  # fmt: skip
+
+
+def calibrate_cases(tmp: Path) -> list[Case]:
+    d = tmp / "c"
+    d.mkdir()
+    (d / "bad.csv").write_text("a,b\n1,2\n")
+    (d / "notparquet.parquet").write_text("x")
+    (d / "models").mkdir()
+    (d / "models" / "taken.yaml").write_text("name: taken\n")
+
+    def c(id: str, args: list[str], *expect: str) -> Case:
+        return Case(f"calibrate-{id}", [str(BIN / "zapsweep-calibrate"), *args], expect)
+
+    bad = str(d / "bad.csv")
+    return [
+        c("no-arguments", [], "the following arguments are required: measurements"),
+        c("missing", [str(d / "missing.csv")], "missing.csv: no such file"),
+        c("no-measured-column", [bad, "--out", str(d)], "missing column", "'total_ns'"),
+        c("not-parquet", [str(d / "notparquet.parquet"), "--out", str(d)], "cannot read it"),
+        c("bad-name", [bad, "--name", "../x"], "--name '../x'", "letters, digits"),
+        c("bad-base", [bad, "--base", "nope", "--out", str(d)], "--base", "seed-2022"),
+        c("bad-engine", [bad, "--engine", "slow"], "--engine", "'fast', 'reference'"),
+        c("bad-max-rel-se", [bad, "--max-rel-se", "-1"], "--max-rel-se", "finite number > 0"),
+        c("exists", [bad, "--name", "taken", "--out", str(d / "models")], "taken.yaml exists",
+          "--force"),
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def outcomes(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("errors")
+    cases = zapsweep_cases(tmp) + report_cases(tmp) + calibrate_cases(tmp)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = dict(zip([c.id for c in cases], pool.map(_run, cases), strict=True))
+    return {c.id: (c, results[c.id]) for c in cases}
+
+
+ALL_IDS = [
+    *(f"zapsweep-{x}" for x in (
+        "unknown-key", "wrong-type", "wrong-type-setting", "no-such-grid", "schema-is-no-grid",
+        "schema-is-no-ray", "no-such-cost-model", "does-not-parse", "bad-grid-value",
+        "size-shown-with-unit", "zap-levels-name-512g", "zip-unequal", "timeout-zero",
+        "run-dir-cannot-be-made", "results-dir-unwritable", "cluster-refuses",
+        "cluster-from-environment")),
+    *(f"report-{x}" for x in (
+        "no-arguments", "missing", "a-manifest-file", "empty-dir", "only-a-bad-file",
+        "unknown-column", "negative-budget", "budget-not-a-number", "out-unwritable",
+        "output-without-compare", "compare-one-side", "compare-missing-side", "unknown-option")),
+    *(f"calibrate-{x}" for x in (
+        "no-arguments", "missing", "no-measured-column", "not-parquet", "bad-name", "bad-base",
+        "bad-engine", "bad-max-rel-se", "exists")),
+]  # fmt: skip
+
+
+def test_every_case_is_listed(outcomes):
+    assert sorted(outcomes) == sorted(ALL_IDS)
+
+
+@pytest.mark.parametrize("case_id", ALL_IDS)
+def test_user_error_is_one_line_exit_2_no_traceback(outcomes, case_id):
+    case, out = outcomes[case_id]
+    text = out["out"] + out["err"]
+    assert out["code"] == case.code, text[-3000:]
+    assert "Traceback" not in text, text[-3000:]
+    lines = _message_lines(out["out"], out["err"])
+    assert len(lines) == 1, lines
+    for piece in case.expect:
+        assert piece in lines[0], lines[0]
+    assert not out["left"], f"{case.run_dir} was left behind"
+
+
+def test_a_cluster_that_does_not_answer_is_given_up_in_the_time_set(outcomes):
+    """1 s set: the driver's start (imports, composition) plus the 1 s, not Ray's retries."""
+    _, out = outcomes["zapsweep-cluster-refuses"]
+    assert out["seconds"] < 30, out["seconds"]
+
+
+@pytest.mark.timeout(120)
+def test_a_port_that_accepts_but_never_answers_is_given_up(tmp_path):
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # connections wait in the backlog; nothing ever answers
+        port = silent.getsockname()[1]
+        case = Case(
+            "silent",
+            [str(BIN / "zapsweep"), "grid=smoke", f"ray.address=127.0.0.1:{port}",
+             "ray.connect_timeout_s=1", f"hydra.run.dir={tmp_path / 'x' / 'run'}"],
+            (f"ray.address=127.0.0.1:{port}", "does not answer within 1 s"),
+            tmp_path / "x" / "run",
+        )  # fmt: skip
+        out = _run(case)
+    lines = _message_lines(out["out"], out["err"])
+    assert out["code"] == 2 and len(lines) == 1, out
+    assert all(p in lines[0] for p in case.expect), lines[0]
+    assert "Traceback" not in out["out"] + out["err"] and not out["left"]
+
+
+@pytest.mark.timeout(120)
+def test_a_busy_run_directory_is_named_and_left_as_it_was(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "keep").write_text("x")
+    with run_dir_lock(run_dir):
+        out = _run(
+            Case(
+                "busy",
+                [str(BIN / "zapsweep"), "grid=smoke", f"hydra.run.dir={run_dir}"],
+                ("pid",),
+            )
+        )
+    lines = _message_lines(out["out"], out["err"])
+    assert out["code"] == 2 and len(lines) == 1 and f"pid {os.getpid()}" in lines[0], out
+    assert sorted(p.name for p in run_dir.iterdir()) == [RunDir.at(run_dir).lock.name, "keep"]
+
+
+@pytest.mark.timeout(120)
+def test_help_says_what_zapsweep_does_and_offers_no_schema():
+    out = subprocess.run(
+        [str(BIN / "zapsweep"), "--help"], capture_output=True, text=True, env=ENV, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    assert "tears down a TDP MMU" in text and "README" in text
+    assert "grid: bench, full, seed, smoke" in text
+    assert "cost_model: seed-2022, upstream-6.13" in text and "ray: cluster, local" in text
+    assert "schema" not in text
+    assert "ray.connect_timeout_s" in text and "hydra.run.dir=" in text
