@@ -1,0 +1,187 @@
+"""What a reader of a report sees: the RCU-hold heatmap per paging depth with its
+empty cells explained, a readable colour scale, a run that did not complete
+said so first, a report that says what it replaced, and ``--compare``."""
+
+from __future__ import annotations
+
+import json
+
+import polars as pl
+import pytest
+from report_data import GIB, MS, TIB, S, row, write_dataset
+
+from sweep.report import cli as report_cli
+from sweep.report import plots, summary
+from sweep.report.compare import TERMINAL_COLUMNS, side, terminal_compare, verdict_changes
+from sweep.report.render import empty_cell_reason, incomplete_note
+
+SEED_RULES = [
+    {"paging_levels": 4, "zap_levels": "upstream"},
+    {"flush_on_yield": False, "vcpus": 416},
+]
+
+
+def _seedlike(path, root_5_hold_s: float = 259) -> None:
+    rows = []
+    for depth, hold in ((4, 7 * S), (5, int(root_5_hold_s * S))):
+        for flush in (False, True):
+            for vcpus in (1, 416):
+                if not flush and vcpus == 416:
+                    continue  # excluded
+                for mem, scale in ((GIB, 1), (TIB, 1024)):
+                    rows.append(
+                        row(paging_levels=depth, strategy="root", flush_on_yield=flush,
+                            vcpus=vcpus, guest_memory=mem, max_op_ns=hold * scale // 1024,
+                            max_rcu_hold_ns=hold * scale // 1024,
+                            rcu_stall=hold * scale // 1024 >= 21 * S)
+                    )  # fmt: skip
+    write_dataset(rows, path / "results")
+    manifest = {"status": "complete", "results_dir": "results", "grid": {"exclude": SEED_RULES}}
+    (path / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_the_heatmap_is_per_paging_depth(tmp_path):
+    _seedlike(tmp_path)
+    grid = summary.rcu_hold_grid(tmp_path)
+    hold = {(r["paging_levels"], r["flush_on_yield"], r["vcpus"]): r["worst_max_rcu_hold_ns"]
+            for r in grid.to_dicts()}  # fmt: skip
+    assert hold[4, False, 1] == 7 * S and hold[5, False, 1] == 259 * S  # not 259 s everywhere
+    assert (4, False, 416) not in hold
+
+
+def test_empty_heatmap_cells_say_why():
+    why = empty_cell_reason({"grid": {"exclude": SEED_RULES}})
+    cell = {"paging_levels": 4, "flush_on_yield": True, "vcpus": 1, "dirty_ratio": 0.0}
+    assert why({**cell, "flush_on_yield": False, "vcpus": 416, "strategy": "root"}) == "excluded"
+    assert why({**cell, "strategy": "upstream"}) == "excluded"  # the seed's rule
+    assert why({**cell, "strategy": "512G,root"}) == "invalid"  # needs 5-level paging
+    assert empty_cell_reason(None)({**cell, "strategy": "upstream"}) == "= per_level"
+    assert why({**cell, "paging_levels": 5, "strategy": "root"}) == "no cells"
+
+
+def test_the_heatmap_draws_excluded_cells_as_such(tmp_path):
+    _seedlike(tmp_path)
+    grid = summary.rcu_hold_grid(tmp_path)
+    seen = []
+
+    def why(cell):
+        seen.append(cell)
+        return empty_cell_reason({"grid": {"exclude": SEED_RULES}})(cell)
+
+    plots.plot_rcu_hold_heatmap(grid, tmp_path / "h.png", 21.0, why)
+    asked = {(c["paging_levels"], c["flush_on_yield"], c["vcpus"]) for c in seen}
+    assert asked == {(4, False, 416), (5, False, 416)}  # the excluded cells, and only those
+    assert (tmp_path / "h.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize(
+    ("lo", "hi"), [(666e-6, 1e-3), (1e-6, 300.0), (0.9, 1.1), (5e-3, 5e-3 * 1.6)]
+)
+def test_the_colour_scale_has_readable_ticks(lo, hi):
+    import numpy as np
+
+    vmin, vmax = plots.color_range(np.array([lo, hi]))
+    ticks = plots.log_ticks(vmin, vmax)
+    assert 3 <= len(ticks) <= 8, ticks
+    assert all(vmin * 0.999 <= t <= vmax * 1.001 for t in ticks)
+    assert len({plots.fmt_seconds(t) for t in ticks}) == len(ticks)  # distinct labels
+
+
+# A run that did not complete ------------------------------------------------------------
+
+
+def test_an_incomplete_run_says_so_first(tmp_path, capsys):
+    _seedlike(tmp_path)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    manifest.update(status="interrupted", stopped_by="SIGTERM", grid_combinations=192,
+                    counts={"combinations": 40}, command="zapsweep hydra.run.dir=X")  # fmt: skip
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    assert report_cli.main([str(tmp_path)]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first == (
+        "Incomplete run (status interrupted, stopped by SIGTERM): 12 cells in the dataset, 40 "
+        "of the grid's 192 combinations covered. Resume with zapsweep hydra.run.dir=X. Every "
+        "figure below is of these cells only."
+    )
+    html = (tmp_path / "report.html").read_text()
+    assert html.index("class='note'") < html.index("<h2>Verdicts</h2>")
+    assert incomplete_note({"status": "complete"}, 3) is None
+    assert "still running, or its driver was killed" in incomplete_note({"status": "running"}, 3)
+    assert "(status `failed`: OSError: disk full): 3 cells" in incomplete_note(
+        {"status": "failed", "error": "OSError: disk full"}, 3
+    )
+
+
+def test_a_report_says_what_it_replaces_and_out_keeps_it(tmp_path, capsys):
+    _seedlike(tmp_path)
+    assert report_cli.main([str(tmp_path)]) == 0
+    assert "replaced" not in capsys.readouterr().out
+    before = (tmp_path / "report.md").read_text()
+    assert report_cli.main([str(tmp_path), "--budget-ms", "5", "--out", str(tmp_path / "b5")]) == 0
+    assert "replaced" not in capsys.readouterr().out
+    assert (tmp_path / "report.md").read_text() == before
+    assert "under 5 ms" in (tmp_path / "b5" / "report.md").read_text()
+    assert report_cli.main([str(tmp_path), "--budget-ms", "5"]) == 0
+    assert "replaced the report written " in capsys.readouterr().out
+
+
+def test_the_run_may_follow_group_by_columns(tmp_path, capsys):
+    _seedlike(tmp_path)
+    assert report_cli.main(["--group-by", "strategy", "paging_levels", str(tmp_path)]) == 0
+    assert pl.read_parquet(tmp_path / "summary.parquet").columns[:2] == [
+        "strategy",
+        "paging_levels",
+    ]
+
+
+# --compare --------------------------------------------------------------------------------
+
+
+def _two_runs(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    _seedlike(a)
+    _seedlike(b, root_5_hold_s=15)  # the same guests, a cheaper model: no stall at 1TiB
+    for path, name in ((a, "seed-2022"), (b, "upstream-6.13")):
+        m = json.loads((path / "manifest.json").read_text())
+        m["cost_model"] = {"name": name, "version": 1}
+        (path / "manifest.json").write_text(json.dumps(m))
+        t = pl.read_parquet(path / "results" / "**" / "*.parquet", hive_partitioning=True)
+        (path / "results").rename(path / "old")
+        write_dataset(t.with_columns(cost_model=pl.lit(name)).to_dicts(), path / "results")
+    return a, b
+
+
+def test_compare_leads_with_the_verdict_changes_and_names_both_sides(tmp_path, capsys):
+    a, b = _two_runs(tmp_path)
+    changes = [
+        "largest guest under 100 ms, 5-level 4K root: none -> 1GiB",
+        "largest stall-free guest, 5-level 4K root: 1GiB -> 1TiB",
+    ]
+    assert verdict_changes(a, b, 100.0) == changes
+    assert side(b, "B").describe().startswith("B (cost model upstream-6.13 v1; engine reference")
+    assert report_cli.main(["--compare", str(a), str(b)]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0].startswith(
+        f"A = {a} (cost model seed-2022 v1; engine reference, engine version"
+    )
+    assert lines[1].startswith(f"B = {b} (cost model upstream-6.13 v1;")
+    assert lines[2:5] == ["Verdict changes, A -> B (budget 100 ms):", *(f"  {c}" for c in changes)]
+    table = out.split("\n\n")[1].splitlines()
+    assert table[0].split()[:4] == ["paging", "page", "strategy", "worst"]
+    assert len(table) == 3 and max(map(len, table)) <= TERMINAL_COLUMNS
+    assert f"full table (12 groups, 21 columns): {b / 'compare.md'}" in out
+    text = (b / "compare.md").read_text()
+    assert "## Verdict changes" in text and "| root | 5 | 4K | 1TiB |" in text
+
+
+def test_the_terminal_table_fits_100_columns_with_long_strategy_names(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    long = "4K,2M,1G,512G,root"
+    rows = [row(paging_levels=5, strategy=s, zap_levels=s, max_op_ns=123456 * S)
+            for s in ("root", long, "2M,1G,512G,root")]  # fmt: skip
+    write_dataset(rows, a / "results")
+    write_dataset([dict(r, max_op_ns=7 * MS) for r in rows], b / "results")
+    text = terminal_compare(a, b)
+    assert max(len(x) for x in text.splitlines()) <= TERMINAL_COLUMNS, text
+    assert "RCU hold A" in text
