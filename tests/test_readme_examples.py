@@ -1,0 +1,220 @@
+"""Every command of README.md's shell blocks runs here, as a user would type it,
+rewritten only where it must be: sweeps on the smoke grid and in a temporary
+run directory, ``ray.address=auto`` onto a real Ray cluster this test starts
+on loopback, placeholders (``RUN``, ``RUN_A``, ``outputs/<date>/<time>``) onto
+the runs made by the examples before them.  The install steps and ``pytest``
+are what ``.ci/run`` runs.  A command this file does not know fails the test,
+naming it: an example added to the README is run, or the test says why not.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+SCRIPTS = ("zapsweep", "zapsweep-report", "zapsweep-calibrate")
+# The install steps of the README's first two commands; .ci/run runs them.
+INSTALL = (
+    ["python3.11", "-m", "venv", ".venv"],
+    [".", ".venv/bin/activate"],
+    ["pip", "install", "-e", "."],
+    ["pip", "install", "-e", ".[test]"],
+)
+RUN_PLACEHOLDER = re.compile(r"^(outputs/\d{4}-\d\d-\d\d/\d\d-\d\d-\d\d|RUN_A|RUN_B|RUN)(?=/|$)")
+
+
+def shell_blocks(text: str) -> list[str]:
+    return re.findall(r"^```(?:sh|bash|console|shell)\n(.*?)^```", text, re.S | re.M)
+
+
+def commands(block: str) -> list[list[str]]:
+    """Each line's commands (``a && b`` is two), comments dropped."""
+    out = []
+    for line in block.splitlines():
+        words = shlex.split(line, comments=True)
+        while words:
+            cut = words.index("&&") if "&&" in words else len(words)
+            out.append(words[:cut])
+            words = words[cut + 1 :]
+    return out
+
+
+def readme_commands() -> list[list[str]]:
+    return [c for b in shell_blocks((ROOT / "README.md").read_text()) for c in commands(b)]
+
+
+def test_the_readme_starts_with_the_two_commands_and_ci_runs_the_second():
+    blocks = shell_blocks((ROOT / "README.md").read_text())
+    first, second = commands(blocks[0]), commands(blocks[1])
+    assert first == [list(INSTALL[i]) for i in (0, 1, 2)] + [["zapsweep"]]
+    assert second == [list(INSTALL[i]) for i in (0, 1, 3)] + [["pytest"]]
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert blocks[1].strip() in ci  # the README's test command, as it is
+
+
+class Cluster:
+    """``ray start --head`` on loopback with its own temp dir and token, stopped by pid."""
+
+    def __init__(self, tmp: Path):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.env = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+        temp_dir = tempfile.mkdtemp(prefix="zr", dir="/tmp")  # socket paths are short
+        self.proc = subprocess.Popen(
+            [str(BIN / "ray"), "start", "--head", f"--port={self.port}", "--num-cpus=1",
+             "--node-ip-address=127.0.0.1", "--include-dashboard=false",
+             f"--temp-dir={temp_dir}", "--block"],
+            stdout=(tmp / "head.log").open("w"),
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **self.env},
+        )  # fmt: skip
+        from sweep.run.cluster import wait_for_cluster
+
+        reason = wait_for_cluster("127.0.0.1", self.port, time.monotonic() + 120)
+        assert reason is None, f"the test cluster did not come up: {reason}"
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+class Examples:
+    """Runs the README's commands in order, keeping the runs they make."""
+
+    def __init__(self, tmp: Path):
+        self.tmp = tmp
+        self.runs: dict[str, Path] = {}  # placeholder -> run directory
+        self.cluster: Cluster | None = None
+        self.n = 0
+        self.searchpath = tmp / "models"  # not conf/: a worker imports its cwd first
+
+    def place(self, word: str) -> str:
+        m = RUN_PLACEHOLDER.match(word)
+        if not m:
+            return word
+        key = "RUN_B" if m[1] == "RUN_B" else "RUN"
+        if key not in self.runs:
+            pytest.fail(f"README example names {m[1]} before any example made that run")
+        return str(self.runs[key]) + word[m.end() :]
+
+    def zapsweep(self, args: list[str]) -> tuple[list[str], dict, Path | None]:
+        if "--help" in args:
+            return args, {}, None
+        env: dict[str, str] = {}
+        out = []
+        run_dir = None
+        for a in args:
+            key, _, value = a.partition("=")
+            if key == "grid":
+                continue  # onto the smoke grid, below
+            if key == "hydra.run.dir":
+                run_dir = Path(self.place(value))
+                continue
+            if key == "ray.address" and value == "auto":
+                if self.cluster is None:
+                    self.cluster = Cluster(self.tmp)
+                env.update(self.cluster.env)
+                a = f"ray.address=127.0.0.1:{self.cluster.port}"
+            if key.startswith("cost_model") and value not in ("seed-2022", "upstream-6.13"):
+                out.append(f"hydra.searchpath=[file://{self.searchpath}]")
+            out.append(a)
+        self.n += 1
+        first = "RUN" not in self.runs
+        run_dir = run_dir or self.tmp / "runs" / str(self.n)
+        if first:
+            self.runs["RUN"] = run_dir
+        if any(a == "cost_model=upstream-6.13" for a in args) and "RUN_B" not in self.runs:
+            self.runs["RUN_B"] = run_dir
+        argv = ["grid=smoke", *out, "progress.bar=false", f"hydra.run.dir={run_dir}"]
+        if not first:
+            argv.append("report=false")  # the first example's report is the one looked at
+        return argv, env, run_dir
+
+    def calibrate(self, args: list[str]) -> list[str]:
+        from test_calibrate import TRUTH, measured, measurement_design
+
+        out = []
+        for a in args:
+            if a.endswith((".csv", ".parquet")) and not Path(a).is_absolute():
+                path = self.tmp / a
+                if not path.exists():
+                    measured(measurement_design()[::3], TRUTH, noise=0.0).write_csv(path)
+                a = str(path)
+            out.append(a)
+        if "--out" not in out:
+            out += ["--out", str(self.searchpath / "cost_model")]
+        return out
+
+    def run(self, command: list[str]) -> None:
+        name, args = command[0], command[1:]
+        env: dict[str, str] = {}
+        run_dir = None
+        if name == "zapsweep":
+            args, env, run_dir = self.zapsweep(args)
+        elif name == "zapsweep-report":
+            args = [self.place(a) for a in args]
+        elif name == "zapsweep-calibrate":
+            args = self.calibrate(args)
+        unknown = [a for a in args if re.fullmatch(r"[A-Z][A-Z_]+", a)]
+        assert not unknown, f"README example {shlex.join(command)}: unknown placeholder {unknown}"
+        base = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "HYDRA_FULL_ERROR")}
+        proc = subprocess.run(
+            [str(BIN / name), *args],
+            capture_output=True,
+            text=True,
+            env={**base, **env},
+            cwd=self.tmp,
+            timeout=300,
+        )
+        said = f"README example `{shlex.join(command)}` ran as {args}:\n"
+        assert proc.returncode == 0, said + proc.stdout[-3000:] + proc.stderr[-3000:]
+        assert "Traceback" not in proc.stdout + proc.stderr, said + proc.stderr[-3000:]
+        if run_dir is not None:
+            manifest = json.loads((run_dir / "manifest.json").read_text())
+            assert manifest["status"] == "complete", said + str(manifest)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_every_readme_shell_example_runs(tmp_path):
+    examples = Examples(tmp_path)
+    ran = []
+    try:
+        for command in readme_commands():
+            if command in [list(c) for c in INSTALL] or command == ["pytest"]:
+                continue  # .ci/run runs these (the test above)
+            if command[0] not in SCRIPTS:
+                pytest.fail(
+                    f"README example {shlex.join(command)!r}: tests/test_readme_examples.py "
+                    "does not know how to run it; teach it, or keep it out of shell blocks"
+                )
+            examples.run(command)
+            ran.append(command[0])
+    finally:
+        if examples.cluster is not None:
+            examples.cluster.stop()
+    assert set(ran) == set(SCRIPTS), ran  # every console script has an example, and it ran
+    # The resume example resumed the first example's run: nothing new to run.
+    manifest = json.loads((examples.runs["RUN"] / "manifest.json").read_text())
+    assert manifest["counts"]["resumed"] == manifest["counts"]["valid"] > 0
+    assert manifest["counts"]["ok"] == 0
