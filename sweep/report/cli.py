@@ -12,6 +12,7 @@ directory that cannot be written) is one line on stderr and exit code 2.
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 from collections.abc import Sequence
 from datetime import datetime
@@ -179,6 +180,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_compare(*args.compare, keys, args.output, args.budget_ms)
         else:
             _report(args, keys)
+    except BrokenPipeError:  # `zapsweep-report RUN | head`: the files are written
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (FileNotFoundError, ValueError) as e:
         return user_error(PROG, str(e))
     except pl.exceptions.PolarsError as e:

@@ -149,16 +149,21 @@ def _round_sig(x: float, digits: int = 2) -> float:
 
 
 def log_ticks(vmin: float, vmax: float, most: int = 8) -> list[float]:
-    """Ticks for a logarithmic scale from ``vmin`` to ``vmax``: 1-2-5 steps of each
-    decade, thinned to at most ``most``; on a narrow range (fewer than three of
-    those), four ticks evenly spaced in log, at two significant digits."""
-    ticks = []
-    for decade in range(math.floor(math.log10(vmin)) - 1, math.ceil(math.log10(vmax)) + 1):
-        for step in (1, 2, 5):
-            t = step * 10.0**decade
-            if vmin * (1 - 1e-9) <= t <= vmax * (1 + 1e-9):
-                ticks.append(t)
-    while len(ticks) > most:
+    """Ticks for a logarithmic scale from ``vmin`` to ``vmax``: the finest of
+    1-2-5, 1-3 or 1 steps per decade that gives at most ``most`` (then every
+    other decade); on a narrow range (fewer than three of those), four ticks
+    evenly spaced in log, at two significant digits."""
+    decades = range(math.floor(math.log10(vmin)) - 1, math.ceil(math.log10(vmax)) + 1)
+    for steps in ((1, 2, 5), (1, 3), (1,)):  # the finest that fits
+        ticks = [
+            step * 10.0**decade
+            for decade in decades
+            for step in steps
+            if vmin * (1 - 1e-9) <= step * 10.0**decade <= vmax * (1 + 1e-9)
+        ]
+        if len(ticks) <= most:
+            break
+    while len(ticks) > most:  # many decades: every other one
         ticks = ticks[::2]
     if len(ticks) < 3:
         ticks = sorted({_round_sig(t) for t in np.geomspace(vmin, vmax, 4)})
