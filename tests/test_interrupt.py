@@ -77,8 +77,8 @@ def _alive(procs: dict[int, str]) -> list[int]:
     return left
 
 
-def _interrupt(run_dir: Path, signum: int, group: bool, at_files: int = 6):
-    driver = subprocess.Popen(
+def _start(run_dir: Path) -> subprocess.Popen:
+    return subprocess.Popen(
         [ZAPSWEEP, *ARGS, f"hydra.run.dir={run_dir}"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -86,6 +86,10 @@ def _interrupt(run_dir: Path, signum: int, group: bool, at_files: int = 6):
         env=ENV,
         start_new_session=True,  # its own process group, as a shell gives a job
     )
+
+
+def _interrupt(run_dir: Path, signum: int, group: bool, at_files: int = 6):
+    driver = _start(run_dir)
     deadline = time.monotonic() + 180
     while _files(run_dir) < at_files and driver.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -173,3 +177,45 @@ def test_sigterm_stops_with_one_line_and_the_manifest_says_interrupted(tmp_path)
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["status"] == "interrupted" and manifest["stopped_by"] == "SIGTERM"
     assert manifest["counts"]["rows_in_dataset"] == _rows(run_dir).num_rows == int(m["saved"])
+
+
+def _interrupt_at(run_dir: Path, marker: str, signum: int) -> tuple[int, str, list[int]]:
+    """Start a sweep and send ``signum`` to its process group as soon as it logs
+    ``marker``: "grid:" (Ray starts next), "Ray:" (Ray is up, the workers warm up)."""
+    driver = _start(run_dir)
+    seen = []
+    for line in driver.stdout:
+        seen.append(line)
+        if marker in line:
+            break
+    ray_processes = _descendants(driver.pid)
+    os.killpg(driver.pid, signum)
+    out, _ = driver.communicate(timeout=120)
+    deadline = time.monotonic() + 30
+    while _alive(ray_processes) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return driver.returncode, "".join(seen) + out, _alive(ray_processes)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("marker", ["grid:", "Ray:"])
+def test_ctrl_c_while_ray_starts_is_one_line_and_leaves_nothing(tmp_path, marker):
+    """Ray's start and the workers' warm-up are not cut by the signal (an exception
+    raised inside Ray's core can break it: a SystemError, a crash at exit): the
+    sweep stops once Ray's calls return, with the one line, and removes the run
+    directory it made if no cell was saved."""
+    run_dir = tmp_path / "new" / "run"
+    code, out, left = _interrupt_at(run_dir, marker, signal.SIGINT)
+    assert code == 130, out
+    assert "Traceback" not in out and "SystemError" not in out, out
+    assert "Error executing job" not in out, out  # Hydra's words for an exception
+    assert not left, f"processes of the driver's Ray still alive: {left}"
+    (line,) = [x for x in out.splitlines() if "][WARNING]" in x or "][ERROR]" in x]
+    m = LINE.search(line)
+    if m is None:  # no cell saved (the usual case): nothing is left to resume
+        assert "interrupted (SIGINT) before any cell was saved; nothing left behind" in line, line
+        assert not (tmp_path / "new").exists()
+    else:  # a range finished during the warm-up's last moments: a run to resume
+        assert int(m["saved"]) == _rows(run_dir).num_rows > 0
+        assert json.loads((run_dir / "manifest.json").read_text())["status"] == "interrupted"

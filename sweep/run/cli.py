@@ -134,8 +134,8 @@ def _run(cfg, run_at: RunDir, plan, scan: Scan, started: float, stop, command: s
     )
     manifest: dict[str, Any] = {}
     stats = SweepStats()
-    with ray_session(cfg.ray):
-        stop.install()  # ray.init put a SIGTERM handler of its own in
+    with ray_session(cfg.ray, stop):
+        stop.check()  # a signal while Ray warmed up: stop now that Ray's calls returned
         ray_ready = time.monotonic()
         manifest = _manifest_at_start(
             cfg, run_at, provenance, scan, len(plan.done), command, plan.grid.size
@@ -291,17 +291,33 @@ USER_ERRORS = (
 )
 
 
-def remove_created(created: list[Path], run_dir: Path) -> None:
+def remove_created(created: list[Path], run_dir: Path) -> bool:
     """Remove the run directory this command created (Hydra's config and log in
-    it), and the parents it created, if no result file is in it."""
+    it), and the parents it created, if no result file is in it; say if it did."""
     if not created or not run_dir.is_dir() or any(run_dir.rglob("*.parquet")):
-        return
+        return False
     shutil.rmtree(run_dir, ignore_errors=True)
     for p in created[1:]:  # the parents, deepest first; one that is not empty stays
         try:
             p.rmdir()
         except OSError:
             break
+    return True
+
+
+def _stopped_before_any_cell(
+    created: list[Path], run_dir: Path, signame: str, command: str | None
+) -> None:
+    """The one line of a sweep stopped before it saved a cell: the run directory
+    this command made is removed; one that was there stays, to resume."""
+    if remove_created(created, run_dir):
+        log.warning("interrupted (%s) before any cell was saved; nothing left behind", signame)
+    else:
+        log.warning(
+            "interrupted (%s) before any new cell was saved; resume with: %s",
+            signame,
+            command or resume_command(run_dir),
+        )
 
 
 def _task(cfg: DictConfig, created: list[Path], command: str | None) -> None:
@@ -315,9 +331,8 @@ def _task(cfg: DictConfig, created: list[Path], command: str | None) -> None:
         remove_created(created, run_dir)
         log.error("%s", err)
         sys.exit(USER_ERROR_EXIT)
-    except Stopped as err:  # before any cell ran
-        remove_created(created, run_dir)
-        log.warning("interrupted (%s) before any cell ran; nothing new saved", err)
+    except Stopped as err:  # before the loop ran
+        _stopped_before_any_cell(created, run_dir, signal_name(err.signum), command)
         sys.exit(exit_code(err.signum))
     except KeyboardInterrupt:
         log.warning("interrupted again: stopped at once; resume with: %s", command)
@@ -332,12 +347,25 @@ def _task(cfg: DictConfig, created: list[Path], command: str | None) -> None:
         )
         sys.exit(USER_ERROR_EXIT)
     if manifest["status"] == "interrupted":
-        log.warning("%s", interrupted_line(manifest))
-        sys.exit(exit_code(signal.Signals[manifest.get("stopped_by", "SIGINT")]))
+        stopped_by = manifest.get("stopped_by", "SIGINT")
+        if manifest["counts"]["rows_in_dataset"] == 0 and created:
+            _stopped_before_any_cell(created, run_dir, stopped_by, command)
+        else:
+            log.warning("%s", interrupted_line(manifest))
+        sys.exit(exit_code(signal.Signals[stopped_by]))
     if cfg.report:
         from sweep.report import cli as report_cli
 
-        report_cli.main([str(run_dir)])
+        try:
+            report_cli.main([str(run_dir)])
+        except KeyboardInterrupt:
+            log.warning(
+                "interrupted while writing the report; every cell is saved in %s; "
+                "write the report with: zapsweep-report %s",
+                run_dir,
+                shlex.quote(str(run_dir)),
+            )
+            sys.exit(exit_code(signal.SIGINT))
 
 
 # Hydra's own flags: with one of these the command line goes to Hydra as it is.
@@ -402,7 +430,12 @@ def main() -> None:
         sys.exit(exit_code(signal.SIGINT))
     created = missing_parents(run_dir.absolute())
     sys.argv = [sys.argv[0], *args]
-    _hydra_app(created, resume_command(run_dir, args))()
+    try:
+        _hydra_app(created, resume_command(run_dir, args))()
+    except KeyboardInterrupt:  # while Hydra composed, before the sweep caught signals
+        remove_created(created, run_dir)
+        print(f"{PROG}: interrupted before it started; nothing written", file=sys.stderr)
+        sys.exit(exit_code(signal.SIGINT))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import contextmanager, nullcontext
 
 import ray
 
@@ -57,38 +58,53 @@ def init_local_ray(num_cpus: int | None = None, object_store_memory: int | None 
         ray_constants.ENABLE_RAY_CLUSTER = True
 
 
-def warm_workers(cpus: int) -> None:
+def warm_workers(cpus: int, stopped: Callable[[], bool] = lambda: False) -> None:
     """Have every CPU's worker process import what a range task needs (the
     engine, pyarrow) now, as part of starting the session, so that the first
-    range does not wait for a worker's imports (~0.5 to 1 s)."""
+    range does not wait for a worker's imports (~0.5 to 1 s).  Gives up
+    waiting once ``stopped()``."""
     from .task import warm_up
 
-    ray.get([warm_up.remote() for _ in range(max(1, cpus))])
+    pending = [warm_up.remote() for _ in range(max(1, cpus))]
+    while pending and not stopped():
+        _, pending = ray.wait(pending, num_returns=len(pending), timeout=0.5)
 
 
 @contextmanager
-def ray_session(cfg: RayConfig):
+def ray_session(cfg: RayConfig, stop=None):
     """Connect to the cluster named by ``cfg.address``/``RAY_ADDRESS`` (within
     ``cfg.connect_timeout_s``: ``ClusterUnreachable`` otherwise), or start an
-    embedded local Ray on loopback with no dashboard; shut down after."""
+    embedded local Ray on loopback with no dashboard; shut down after.
+
+    ``stop`` (a ``StopSignals``) holds a signal while the driver is in Ray's
+    core (starting the local Ray, asking for resources, warming the workers,
+    shutting down), where an exception raised by a signal handler can break
+    it; the warm-up then stops waiting, and the caller's ``stop.check()``
+    raises.  While a cluster is joined (Python code that waits, and a watchdog
+    that interrupts ``ray.init``) a signal raises at once."""
+    shield = stop.deferred if stop is not None else nullcontext
+    stopped = stop.requested if stop is not None else (lambda: False)
     address = cfg.address or os.environ.get("RAY_ADDRESS")
     if ray.is_initialized():  # the caller owns this session (tests, notebooks)
         yield
         return
     reaper = None
-    if address:
-        given = f"ray.address={cfg.address}" if cfg.address else f"RAY_ADDRESS={address}"
-        log.info("joining the Ray cluster at %s", given)
-        join_cluster(address, given, cfg.connect_timeout_s, runtime_env())
-    else:
-        reaper = Reaper()  # if this driver is killed, its local Ray goes too
-        init_local_ray(cfg.num_cpus, cfg.object_store_memory)
     try:
-        resources = ray.cluster_resources()
-        log.info("Ray: %d node(s), %s CPUs", len(ray.nodes()), resources.get("CPU"))
-        warm_workers(int(resources.get("CPU", 1)))
+        if address:
+            given = f"ray.address={cfg.address}" if cfg.address else f"RAY_ADDRESS={address}"
+            log.info("joining the Ray cluster at %s", given)
+            join_cluster(address, given, cfg.connect_timeout_s, runtime_env())
+        else:
+            with shield():
+                reaper = Reaper()  # if this driver is killed, its local Ray goes too
+                init_local_ray(cfg.num_cpus, cfg.object_store_memory)
+        with shield():
+            resources = ray.cluster_resources()
+            log.info("Ray: %d node(s), %s CPUs", len(ray.nodes()), resources.get("CPU"))
+            warm_workers(int(resources.get("CPU", 1)), stopped)
         yield
     finally:
-        ray.shutdown()
-        if reaper is not None:
-            reaper.close()
+        with shield():
+            ray.shutdown()
+            if reaper is not None:
+                reaper.close()

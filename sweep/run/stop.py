@@ -1,9 +1,14 @@
 """SIGINT and SIGTERM ask a sweep to stop: the files already placed stay, nothing is cut.
 
-While the driver's loop runs (``deferred``), a signal only sets ``received``:
-the loop sees it within a poll, stops handing out ranges and returns, so no
-result file is ever left half placed.  Outside the loop (Ray starting, the
-dataset being checked) the first signal raises ``Stopped`` at once.  A second
+While the driver's loop runs, and while it is in Ray's core outside the loop
+(starting the local Ray, warming the workers, shutting down: ``deferred``), a
+signal only sets ``received``: the loop sees it within a poll, stops handing
+out ranges and returns, so no result file is ever left half placed; after
+Ray's calls return, ``check`` raises ``Stopped`` (as does an error they raised
+after the signal).  An exception raised by a signal handler inside Ray's
+core, between its C++ and Python frames, can leave it broken: a
+``SystemError``, or a crash at exit.  Elsewhere (the dataset being checked, a
+cluster being joined) the first signal raises ``Stopped`` at once.  A second
 signal, while the sweep is already stopping, raises ``KeyboardInterrupt``:
 the driver exits now, and the watcher of its local Ray still takes that Ray
 down.
@@ -67,14 +72,29 @@ class StopSignals:
     def requested(self) -> bool:
         return self.received is not None
 
+    def check(self) -> None:
+        """Raise ``Stopped`` if a signal came (while deferred)."""
+        if self.received is not None:
+            raise Stopped(self.received)
+
     @contextmanager
     def deferred(self) -> Iterator[None]:
-        """Within this block a signal only sets ``received``; the code polls it."""
-        self._deferring = True
+        """Within this block a signal only sets ``received``; the code polls it
+        (``requested``, ``check``).  An error raised in the block after a signal
+        came is taken for its consequence (the terminal's Ctrl-C reaches the
+        processes Ray is starting too): it becomes ``Stopped``.  Blocks nest.
+        Leaving one puts the handlers back in, in case the block replaced them
+        (``ray.init`` installs a SIGTERM handler of its own)."""
+        outer, self._deferring = self._deferring, True
         try:
             yield
+        except Exception:
+            if self.received is not None:
+                raise Stopped(self.received) from None
+            raise
         finally:
-            self._deferring = False
+            self._deferring = outer
+            self.install()
 
     def _handle(self, signum: int, _frame: object) -> None:
         if self.received is not None:
