@@ -185,3 +185,29 @@ def test_the_terminal_table_fits_100_columns_with_long_strategy_names(tmp_path):
     text = terminal_compare(a, b)
     assert max(len(x) for x in text.splitlines()) <= TERMINAL_COLUMNS, text
     assert "RCU hold A" in text
+
+
+def test_a_verdict_at_the_largest_guest_tested_is_a_lower_bound(tmp_path):
+    """B tests larger guests than A: A's "every guest was fine" is no verdict change."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    small = [row(strategy="two_pass", guest_memory=m, max_op_ns=20 * MS) for m in (GIB, TIB)]
+    write_dataset(small, a / "results")
+    write_dataset([*small, row(strategy="two_pass", guest_memory=16 * TIB, max_op_ns=20 * MS)],
+                  b / "results")  # fmt: skip
+    assert verdict_changes(a, b, 100.0) == [
+        "largest guest under 100 ms, 4-level 4K two_pass: 1TiB (largest tested) -> 16TiB",
+        "largest stall-free guest, 4-level 4K two_pass: 1TiB (largest tested) -> 16TiB",
+    ]
+    assert verdict_changes(b, a, 100.0) == [
+        "largest guest under 100 ms, 4-level 4K two_pass: 16TiB -> 1TiB (largest tested)",
+        "largest stall-free guest, 4-level 4K two_pass: 16TiB -> 1TiB (largest tested)",
+    ]
+
+
+@pytest.mark.parametrize(
+    "seconds, text",
+    [(4.5e-7, "450 ns"), (0.0158, "15.8 ms"), (259, "259 s"), (9999, "9999 s"),
+     (1e4, "2.78 h"), (1e6, "11.6 d"), (float("nan"), "—")],
+)  # fmt: skip
+def test_long_times_read_in_hours_and_days(seconds, text):
+    assert plots.fmt_seconds(seconds) == text

@@ -40,11 +40,22 @@ RESULT_GLOB = "*.parquet"
 class NotARun(FileNotFoundError):
     """A path given as a run that is none of: run directory, dataset, Parquet file."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, runs: list[Path] = ()):
+        held = ""
+        if runs:
+            shown = ", ".join(str(r) for r in runs[:RUNS_NAMED])
+            more = f" and {len(runs) - RUNS_NAMED} more" if len(runs) > RUNS_NAMED else ""
+            many = f"{len(runs)} runs" if len(runs) > 1 else "1 run"
+            held = f" but a directory of {many} ({shown}{more}): give one of them"
         super().__init__(
-            f"{path} is not a run: allowed a run directory (with {MANIFEST} and "
+            f"{path} is not a run{held}; allowed a run directory (with {MANIFEST} and "
             f"{DEFAULT_RESULTS}/), a results dataset directory or a {RESULT_GLOB} file"
         )
+
+
+RUNS_NAMED = 3
+# How deep runs are looked for under a directory that is none: outputs/<date>/<time>/.
+RUNS_DEPTH = 3
 
 
 @dataclass(frozen=True)
@@ -75,6 +86,8 @@ class RunDir:
             raise FileNotFoundError(f"no run directory or results dataset at {path}")
         if path.is_file() and not path.match(RESULT_GLOB):
             raise NotARun(path)
+        if path.is_dir() and (runs := runs_under(path)):
+            raise NotARun(path, runs)  # outputs/ itself: the report would mix runs
         return cls(path.parent, path)  # a dataset (or one file) named directly
 
     # The sweep's own files -------------------------------------------------------
@@ -145,6 +158,15 @@ class RunDir:
     def report_files(self) -> list[Path]:
         """The report's files that exist now (what writing a report replaces)."""
         return [p for p in (self.summary, self.report_md, self.report_html) if p.exists()]
+
+
+def runs_under(path: Path) -> list[Path]:
+    """The run directories (those with a manifest) at most RUNS_DEPTH levels
+    below ``path``, sorted."""
+    found = []
+    for depth in range(1, RUNS_DEPTH + 1):
+        found += [m.parent for m in path.glob("/".join(["*"] * depth + [MANIFEST]))]
+    return sorted(found)
 
 
 def new_file_name() -> str:

@@ -157,14 +157,21 @@ def _report(args, keys: tuple[str, ...]) -> None:
     for name, p in written.items():
         print(f"{name}: {p}")
     if replaced:
-        print(f"({replaced}; --out DIR keeps it)")
+        print(f"({replaced}; zapsweep-report RUN --out DIR keeps it)")
+
+
+def _is_path(word: str) -> bool:
+    """Is this word, last after --group-by, the run directory (rather than a column)?"""
+    from sweep.dataset import ROW_SCHEMA
+
+    return Path(word).exists() or word not in ROW_SCHEMA.names
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = parser()
     args = p.parse_args(argv)
     trailing = args.group_by[-1] if args.group_by else None
-    if args.path is None and not args.compare and trailing and Path(trailing).exists():
+    if args.path is None and not args.compare and trailing and _is_path(trailing):
         args.path = Path(args.group_by.pop())  # RUN after --group-by's columns
         if not args.group_by:
             p.error("--group-by needs at least one column before the run directory")

@@ -112,8 +112,8 @@ def verdict_changes(a: Source, b: Source, budget_ms: float) -> list[str]:
     the runs, as ``what, group: A -> B``; then the groups only one run has."""
     keys = list(VERDICT_KEYS)
     cols = ["under_budget_up_to", "stall_free_up_to"]
-    va = summary.verdicts(a, budget_ms).select(*keys, *cols)
-    vb = summary.verdicts(b, budget_ms).select(*keys, *cols)
+    va = summary.verdicts(a, budget_ms).select(*keys, *cols, "largest_memory")
+    vb = summary.verdicts(b, budget_ms).select(*keys, *cols, "largest_memory")
     both = va.join(vb, on=keys, how="full", suffix="_b", coalesce=True, nulls_equal=True)
     both = summary.sort_groups(both.lazy(), keys).collect()
     budget = fmt_seconds(budget_ms / 1e3)
@@ -129,12 +129,22 @@ def verdict_changes(a: Source, b: Source, budget_ms: float) -> list[str]:
         if group not in in_a or group not in in_b:
             only.append(f"only in {'B' if group in in_b else 'A'}: {_group(*group)}")
             continue
+        tested = row["largest_memory"], row["largest_memory_b"]
         for c in cols:
             if row[c] != row[f"{c}_b"]:
-                lines.append(
-                    f"{what[c]}, {_group(*group)}: {_memory(row[c])} -> {_memory(row[c + '_b'])}"
-                )
+                was = _bound(row[c], tested[0], tested[1])
+                now = _bound(row[c + "_b"], tested[1], tested[0])
+                lines.append(f"{what[c]}, {_group(*group)}: {was} -> {now}")
     return lines + only
+
+
+def _bound(value, largest, other_largest) -> str:
+    """A verdict as text; one that is the largest guest its run tested, where the
+    other run tested larger ones, is only a lower bound, and says so."""
+    text = _memory(value)
+    if value is not None and value == largest and (other_largest or 0) > largest:
+        text += " (largest tested)"
+    return text
 
 
 # --------------------------------------------------------------------------- the short table

@@ -32,14 +32,17 @@ PLOT_FILES = {
 
 
 def fmt_seconds(s: float) -> str:
-    """Human time for an axis or a cell: 1.5e-3 -> '1.5 ms'."""
+    """Human time for an axis or a cell: 1.5e-3 -> '1.5 ms', 1e4 -> '2.78 h'
+    (hours from 10^4 s, days from 10^6 s: no figure of seven digits)."""
     if s is None or (isinstance(s, float) and math.isnan(s)):
         return "—"
-    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6), ("ns", 1e-9)):
-        if abs(s) >= scale or unit == "ns":
+    units = (("d", 86400.0, 1e6), ("h", 3600.0, 1e4), ("s", 1.0, 1.0), ("ms", 1e-3, 1e-3),
+             ("µs", 1e-6, 1e-6))  # fmt: skip
+    for unit, scale, start in units:
+        if abs(s) >= start:
             v = s / scale
             return f"{v:.0f} {unit}" if v >= 100 else f"{v:.3g} {unit}"
-    raise AssertionError("unreachable")
+    return f"{s / 1e-9:.0f} ns" if abs(s / 1e-9) >= 100 else f"{s / 1e-9:.3g} ns"
 
 
 def strategy_colors(strategies: Sequence[str]) -> dict[str, str]:
