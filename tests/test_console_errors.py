@@ -99,11 +99,16 @@ def zapsweep_cases(tmp: Path) -> list[Case]:
           "['4K', '2M', '1G'] (and ['512G'] with 5-level paging)"),
         z("zip-unequal", ["grid=seed", "grid.zip=[[guest_memory,vcpus]]"], "grid.zip[0]",
           "equal lengths", "'guest_memory': 3, 'vcpus': 2"),
+        z("zip-unknown-axis", ["grid.zip=[[guest_memory,vcpu]]"], "grid.zip[0]",
+          "'vcpu' is not an axis", "allowed ['paging_levels', 'guest_memory'"),
+        z("exclude-unknown-field", ["grid.exclude=[{paging_level:4}]"], "grid.exclude[0]",
+          "'paging_level' is not a Scenario field", "allowed ['paging_levels'"),
         z("timeout-zero", ["ray.connect_timeout_s=0"], "ray.connect_timeout_s", "> 0"),
         z("run-dir-cannot-be-made", ["hydra.run.dir=/proc/nope/run"],
           "hydra.run.dir=/proc/nope/run", "writable directory"),
-        z("results-dir-unwritable", ["results_dir=/proc/nope"], "/proc/nope",
-          "writable directory"),
+        z("results-dir-unwritable", ["results_dir=/proc/nope"],
+          "cannot write results under /proc/nope: No such file or directory; allowed a "
+          "writable directory", "nothing was run"),
         z("cluster-refuses", [f"ray.address=127.0.0.1:{closed}", "ray.connect_timeout_s=1"],
           f"ray.address=127.0.0.1:{closed}", "Connection refused within 1 s",
           "ray.connect_timeout_s"),
@@ -130,8 +135,12 @@ def report_cases(tmp: Path) -> list[Case]:
         r("missing", [str(tmp / "r" / "missing")], "no run directory or results dataset at"),
         r("a-manifest-file", [str(run / "manifest.json")], "manifest.json is not a run",
           "allowed a run directory"),
+        r("a-directory-of-runs", [str(tmp / "r")], f"{tmp / 'r'} is not a run but a "
+          f"directory of 1 run ({run}): give one of them"),
         r("empty-dir", [str(tmp / "r" / "empty")], "no Parquet files under"),
         r("only-a-bad-file", [str(foreign.parent)], "passed the integrity check", "1 skipped"),
+        r("group-by-then-missing-run", ["--group-by", "strategy", str(tmp / "r" / "gone")],
+          "no run directory or results dataset at", "gone"),
         r("unknown-column", [str(run), "--group-by", "strategy", "bogus"],
           "unknown group keys ['bogus']", "allowed columns", "guest_memory"),
         r("negative-budget", [str(run), "--budget-ms", "-1"], "--budget-ms", "finite number > 0"),
@@ -184,12 +193,14 @@ ALL_IDS = [
     *(f"zapsweep-{x}" for x in (
         "unknown-key", "wrong-type", "wrong-type-setting", "no-such-grid", "schema-is-no-grid",
         "schema-is-no-ray", "no-such-cost-model", "does-not-parse", "bad-grid-value",
-        "size-shown-with-unit", "zap-levels-name-512g", "zip-unequal", "timeout-zero",
+        "size-shown-with-unit", "zap-levels-name-512g", "zip-unequal", "zip-unknown-axis",
+        "exclude-unknown-field", "timeout-zero",
         "run-dir-cannot-be-made", "results-dir-unwritable", "cluster-refuses",
         "cluster-from-environment")),
     *(f"report-{x}" for x in (
-        "no-arguments", "missing", "a-manifest-file", "empty-dir", "only-a-bad-file",
-        "unknown-column", "negative-budget", "budget-not-a-number", "out-unwritable",
+        "no-arguments", "missing", "a-manifest-file", "a-directory-of-runs", "empty-dir",
+        "only-a-bad-file", "group-by-then-missing-run", "unknown-column", "negative-budget",
+        "budget-not-a-number", "out-unwritable",
         "output-without-compare", "compare-one-side", "compare-missing-side", "unknown-option")),
     *(f"calibrate-{x}" for x in (
         "no-arguments", "missing", "no-measured-column", "not-parquet", "bad-name", "bad-base",
@@ -212,6 +223,15 @@ def test_user_error_is_one_line_exit_2_no_traceback(outcomes, case_id):
     for piece in case.expect:
         assert piece in lines[0], lines[0]
     assert not out["left"], f"{case.run_dir} was left behind"
+
+
+def test_a_directory_of_runs_gets_no_report(outcomes):
+    """``zapsweep-report outputs``: neither a report of every run mixed, nor one
+    written into the directory above."""
+    case, _ = outcomes["report-a-directory-of-runs"]
+    runs = Path(case.argv[-1])
+    assert not list(runs.parent.glob("report.*")) and not list(runs.glob("report.*"))
+    assert not (runs.parent / "summary.parquet").exists()
 
 
 def test_a_cluster_that_does_not_answer_is_given_up_in_the_time_set(outcomes):

@@ -102,7 +102,9 @@ def grid_axes(grid: Mapping[str, Any]) -> list[Axis]:
         names = tuple(_as_list(f"zip[{i}]", group))
         for name in names:
             if not isinstance(name, str) or name not in values:
-                raise GridError(f"zip[{i}]", f"{name!r} is not an axis of this grid")
+                raise GridError(
+                    f"zip[{i}]", f"{name!r} is not an axis of this grid; allowed {list(values)}"
+                )
             if name in group_of:
                 raise GridError(f"zip[{i}]", f"{name!r} is already in another zip group")
             group_of[name] = names
@@ -119,7 +121,10 @@ def grid_axes(grid: Mapping[str, Any]) -> list[Axis]:
             raise GridError(f"exclude[{i}]", "a rule is a non-empty mapping axis -> value(s)")
         for name in rule:
             if name not in SCENARIO_FIELDS:
-                raise GridError(f"exclude[{i}]", f"{name!r} is not a Scenario field")
+                raise GridError(
+                    f"exclude[{i}]",
+                    f"{name!r} is not a Scenario field; allowed {list(SCENARIO_FIELDS)}",
+                )
 
     axes, seen = [], set()
     # The partition keys vary slowest, so a batch of consecutive cells mostly

@@ -13,6 +13,7 @@ where the results go, so a full or read-only disk fails here, not mid-sweep.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import itertools
 import math
 import os
@@ -55,11 +56,16 @@ class OutputError(OSError):
     def __init__(self, where: Path, err: OSError):
         self.where = where
         reason = err.strerror or str(err)
+        full = err.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+        advice = "free some space or choose" if full else "allowed"
         super().__init__(
             err.errno,
-            f"cannot write results under {where}: {reason}. Free some space or choose a "
-            "writable directory (hydra.run.dir=..., results_dir=...); nothing was run",
+            f"cannot write results under {where}: {reason}; {advice} a writable directory "
+            "with room for the results (hydra.run.dir=..., results_dir=...); nothing was run",
         )
+
+    def __str__(self) -> str:  # the message alone, without OSError's "[Errno n]"
+        return self.strerror
 
 
 # The command line ---------------------------------------------------------------
