@@ -18,19 +18,19 @@ from .cost_model import (
     total_ps,
 )
 from .fast import GuestCache
+from .memslot import Memslot, memslots_text
 from .result import RESULT_FIELDS, ZapResult
 from .scenario import (
+    LAYOUT_PRESETS,
     SCENARIO_FIELDS,
     Scenario,
-    ScenarioError,
-    format_memory,
-    parse_memory,
     strategy_levels,
     strategy_name,
 )
+from .units import ScenarioError, format_memory, parse_memory
 
 # Bumped whenever a change could alter any engine's output; part of cell_id.
-ENGINE_VERSION = "1"
+ENGINE_VERSION = "2"
 ENGINES = ("fast", "reference")
 DEFAULT_ENGINE = "fast"
 
@@ -63,6 +63,7 @@ def simulate(
 
 __all__ = [
     "COST_FIELDS",
+    "LAYOUT_PRESETS",
     "DEFAULT_COST_MODEL",
     "ENGINES",
     "ENGINE_VERSION",
@@ -70,6 +71,7 @@ __all__ = [
     "SCENARIO_FIELDS",
     "CostModel",
     "GuestCache",
+    "Memslot",
     "Scenario",
     "ScenarioError",
     "ZapResult",
@@ -78,6 +80,7 @@ __all__ = [
     "total_ps",
     "format_memory",
     "load_cost_model",
+    "memslots_text",
     "parse_memory",
     "simulate",
     "strategy_levels",

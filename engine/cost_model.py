@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from .scenario import ScenarioError
+from .units import ScenarioError
 
 COST_FIELDS = (
     "visit_ns",  # one loop-body execution: iterator step + yield check

@@ -1,24 +1,31 @@
-"""Which leaf SPTEs are present, accessed and dirty: drawn from the seed alone.
+"""Which leaf SPTEs are present, accessed and dirty, and which huge mappings
+are split: drawn from the seed alone.
 
 Both engines read the guest through this module, so they see the same table.
-The draw is organised per *leaf table* (the 512-entry table that holds the
-guest's leaves: level 1 for 4K pages, 2 for 2M, 3 for 1G) with a
-counter-based generator keyed by ``(seed, stream, index)``:
+The unit of the draw is a *leaf run*: the entries of one table at level L
+(1 = 4K, 2 = 2M, 3 = 1G) that one memslot maps with level-L leaves by the
+mapping-level rule, ``[lo, hi)`` of the table's 512 (a whole table but at a
+slot's edges).  A counter-based generator is keyed by ``(seed, stream,
+index)``, the index being the run's key (:func:`run_key`: the table index,
+salted by slot and level; Part I's guest keys each leaf table by its index):
 
-1. per leaf table, the counts ``present ~ Bin(entries, populated_ratio)``,
+1. per run, the counts ``present ~ Bin(entries, populated_ratio)``,
    ``accessed ~ Bin(present, accessed_ratio)`` and
-   ``dirty ~ Bin(accessed, dirty_ratio / accessed_ratio)``, each by inverting
-   the binomial CDF at one keyed uniform;
-2. per entry, a rank from a keyed permutation of the table's entries: the
-   entries ranked below ``dirty`` are dirty (and accessed, present), those
-   below ``accessed`` accessed, those below ``present`` present.  For a full
-   table the permutation is a keyed bijection of 9-bit indices, so the rank
-   of any one entry costs O(1) and the fast engine can read single entries.
+   ``dirty ~ Bin(accessed, dirty_ratio / accessed_ratio)`` (the run's slot's
+   ratios), each by inverting the binomial CDF at one keyed uniform;
+2. per entry, a keyed permutation of the table's 512 entries, the *rank
+   map* ``(mul * j + add) mod 512``: the run's entries with the smallest
+   values are present (then accessed, then dirty), so an entry is present
+   when its value is below the run's threshold (the count itself for a
+   whole-table run).  The rank of any one entry costs O(1), and prefix
+   counts come from a small table, so the fast engine never reads a table
+   entry by entry.
 
-So each present leaf is accessed with probability ``accessed_ratio`` and dirty
-with probability ``dirty_ratio`` (a dirty leaf is always accessed), and the
-counts of any table can be drawn without drawing its entries: the fast engine
-reads entries only for tables where a ``tick`` yield falls.
+Splits (``split_ratio``): each huge mapping (a 2M or 1G leaf by the rule) is
+split to 4K with the slot's ``split_ratio``, keyed by seed, level and entry.
+A split entry keeps its place in its run's draw and is then mapped by a
+child table instead, so each remaining entry is still present with
+probability ``populated_ratio``; the 4K pages under it are runs of their own.
 """
 
 from __future__ import annotations
@@ -29,8 +36,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from .geometry import PTES_PER_TABLE
-from .scenario import Scenario
+from .geometry import PAGE_SHIFT, PTES_PER_TABLE, SPTE_LEVEL_BITS
+from .scenario import LEVEL_BY_NAME, Scenario
 
 # Entry codes of a leaf table.
 NONPRESENT = 0
@@ -42,6 +49,7 @@ _STREAM_PRESENT = 1
 _STREAM_ACCESSED = 2
 _STREAM_DIRTY = 3
 _STREAM_ORDER = 4
+_STREAM_SPLIT = 5
 
 
 def _splitmix64(z: np.ndarray) -> np.ndarray:
@@ -145,43 +153,68 @@ def binomial_from_uniform(u: np.ndarray, n: np.ndarray, q: float) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class LeafTableCounts:
-    """Per leaf table (index ``t`` covers leaves ``[512 t, 512 t + entries)``)."""
+class RunCounts:
+    """Per leaf run: the entries it spans, and how many of them the draw
+    makes present, accessed and dirty (before split entries are carved out)."""
 
-    entries: np.ndarray  # guest leaves the table maps (512 but for the last)
+    entries: np.ndarray
     present: np.ndarray
     accessed: np.ndarray
     dirty: np.ndarray
 
 
-def leaf_table_count(scenario: Scenario) -> int:
-    return -(-scenario.guest_pages // PTES_PER_TABLE)
+def run_key(
+    tables: np.ndarray | int, slot: np.ndarray | int, level: int, backing_level
+) -> np.ndarray:
+    """The draw's key of a leaf run: the table index, salted by the slot and by
+    how far below the slot's backing page size the table sits.  Part I's
+    guest (slot 0, leaves at its page size) keys each table by its index."""
+    salt = (np.asarray(slot, dtype=np.uint64) << np.uint64(SLOT_SALT_SHIFT)) | (
+        np.asarray(np.asarray(backing_level) - level, dtype=np.uint64)
+        << np.uint64(LEVEL_SALT_SHIFT)
+    )
+    return np.asarray(tables, dtype=np.uint64) ^ salt
 
 
-def leaf_table_counts(scenario: Scenario, tables: np.ndarray | None = None) -> LeafTableCounts:
-    """Counts of the leaf tables ``tables`` (all of them when None).
+# Salt bits above any table index (a table index is below 2^40 / 512 = 2^31).
+SLOT_SALT_SHIFT = 44
+LEVEL_SALT_SHIFT = 60
 
-    The counts of a table depend on its index and the seed only, not on
-    which other tables are asked for.
-    """
-    n_tables = leaf_table_count(scenario)
-    if tables is None:
-        tables = np.arange(n_tables, dtype=np.int64)
-    tables = np.asarray(tables, dtype=np.int64)
-    last = scenario.guest_pages - PTES_PER_TABLE * (n_tables - 1)
-    entries = np.where(tables == n_tables - 1, last, PTES_PER_TABLE).astype(np.int64)
-    s = scenario.seed
-    p, a, d = scenario.populated_ratio, scenario.accessed_ratio, scenario.dirty_ratio
+
+def run_counts(
+    seed: int, keys: np.ndarray, entries: np.ndarray, ratios: tuple[float, float, float]
+) -> RunCounts:
+    """Counts of the runs with these ``keys``, spanning ``entries`` entries
+    each, under one slot's (populated, accessed, dirty) ratios.  A run's
+    counts depend on its key and the seed only, not on the other runs asked
+    for: ``present ~ Bin(entries, populated)``, ``accessed ~ Bin(present,
+    accessed)``, ``dirty ~ Bin(accessed, dirty / accessed)``."""
+    keys = np.asarray(keys, dtype=np.uint64)
+    entries = np.asarray(entries, dtype=np.int64)
+    p, a, d = ratios
 
     def draw(stream: int, n: np.ndarray, q: float) -> np.ndarray:
         if q <= 0.0 or q >= 1.0:  # no draw needed: skip the hashing
             return binomial_from_uniform(np.empty(0), n, q)
-        return binomial_from_uniform(keyed_uniform(s, stream, tables), n, q)
+        return binomial_from_uniform(keyed_uniform(seed, stream, keys), n, q)
 
     present = draw(_STREAM_PRESENT, entries, p)
     accessed = draw(_STREAM_ACCESSED, present, a)
     dirty = draw(_STREAM_DIRTY, accessed, d / a if a > 0 else 0.0)
-    return LeafTableCounts(entries, present, accessed, dirty)
+    return RunCounts(entries, present, accessed, dirty)
+
+
+def split_mask(seed: int, level: int, entries: np.ndarray, split_ratio: float) -> np.ndarray:
+    """Which huge mappings at ``level`` (global entry indices, i.e. GFN /
+    pages per SPTE) are split to 4K: each with probability ``split_ratio``,
+    keyed by the seed, the level and the entry alone."""
+    entries = np.asarray(entries, dtype=np.int64)
+    if split_ratio <= 0.0:
+        return np.zeros(len(entries), dtype=bool)
+    if split_ratio >= 1.0:
+        return np.ones(len(entries), dtype=bool)
+    index = entries.astype(np.uint64) | np.uint64(level << 56)
+    return keyed_uniform(seed, _STREAM_SPLIT, index) < split_ratio
 
 
 # Odd multipliers of the per-table rank map, spread over (0, 512).  Sixteen
@@ -196,31 +229,47 @@ def rank_map_stream_key(seed: int) -> np.uint64:
     return stream_key(seed, _STREAM_ORDER)
 
 
-def rank_map_key(seed: int, tables: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per leaf table, the index into RANK_MULTIPLIERS and the offset of its
+def rank_map_key(seed: int, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per run key, the index into RANK_MULTIPLIERS and the offset of its
     rank map ``(mul * j + add) mod 512``."""
-    k = keyed_bits(seed, _STREAM_ORDER, np.asarray(tables, dtype=np.uint64))
+    k = keyed_bits(seed, _STREAM_ORDER, np.asarray(keys, dtype=np.uint64))
     k = (k >> np.uint64(32)).astype(np.int64)
     return k & 15, (k >> 4) & (PTES_PER_TABLE - 1)
 
 
-def leaf_entry_ranks(seed: int, table: int, n_entries: int, j: np.ndarray) -> np.ndarray:
-    """Rank (0 = first to be present/accessed/dirty) of entries ``j`` of leaf
-    table ``table`` which maps ``n_entries`` guest leaves.
+def rank_values(seed: int, key: int, j: np.ndarray) -> np.ndarray:
+    """The rank map of the run keyed ``key`` at table entries ``j``: a keyed
+    permutation of the 512 entries, ``(mul * j + add) mod 512``."""
+    midx, add = rank_map_key(seed, np.array([key], dtype=np.uint64))
+    return (RANK_MULTIPLIERS[midx[0]] * np.asarray(j, dtype=np.int64) + add[0]) % PTES_PER_TABLE
 
-    A full table ranks entry j at ``(mul * j + add) mod 512`` (``mul`` odd,
-    both keyed by seed and table): a permutation whose prefix counts come
-    from a small table (:func:`rank_counts`), so the fast engine can
-    find where a yield falls in a table without reading its entries.
-    """
-    midx, add = rank_map_key(seed, np.array([table]))
-    perm = (RANK_MULTIPLIERS[midx[0]] * np.arange(PTES_PER_TABLE) + add[0]) % PTES_PER_TABLE
-    if n_entries == PTES_PER_TABLE:
-        return perm[np.asarray(j)]
-    # A partial table (the guest's last): rank among the entries that exist.
-    ranks = np.empty(n_entries, dtype=np.int64)
-    ranks[np.argsort(perm[:n_entries], kind="stable")] = np.arange(n_entries)
-    return ranks[np.asarray(j)]
+
+def run_thresholds(seed: int, key: int, lo: int, hi: int, counts) -> tuple[int, ...]:
+    """For a run over entries [lo, hi) of its table and counts (present,
+    accessed, dirty): the rank-map values below which an entry is present,
+    accessed, dirty.  The ``c`` entries of the run with the smallest rank
+    values are the ones counted, so the threshold is the c-th smallest
+    value (512 when all are).  For a full run the threshold is the count
+    itself, and the rank of an entry is its rank-map value."""
+    values = np.sort(rank_values(seed, key, np.arange(lo, hi)))
+    return tuple(int(values[c]) if c < hi - lo else PTES_PER_TABLE for c in counts)
+
+
+def codes_below(values: np.ndarray, present: int, accessed: int, dirty: int) -> np.ndarray:
+    """Entry codes for rank-map ``values`` under thresholds present >=
+    accessed >= dirty (a dirty leaf is accessed, an accessed one present)."""
+    codes = np.zeros(values.shape, dtype=np.uint8)
+    codes[values < present] = PRESENT
+    codes[values < accessed] = ACCESSED
+    codes[values < dirty] = DIRTY
+    return codes
+
+
+def run_codes(seed: int, key: int, lo: int, hi: int, counts) -> np.ndarray:
+    """Entry codes (NONPRESENT/PRESENT/ACCESSED/DIRTY) of a run over entries
+    [lo, hi) of its table with counts (present, accessed, dirty)."""
+    thresholds = run_thresholds(seed, key, lo, hi, counts)
+    return codes_below(rank_values(seed, key, np.arange(lo, hi)), *thresholds)
 
 
 @lru_cache(maxsize=1)
@@ -234,23 +283,37 @@ def rank_counts() -> np.ndarray:
     return onehot.cumsum(axis=1, dtype=np.int16).cumsum(axis=2, dtype=np.int16)
 
 
-def codes_from_ranks(ranks: np.ndarray, present: int, accessed: int, dirty: int) -> np.ndarray:
-    codes = np.zeros(ranks.shape, dtype=np.uint8)
-    codes[ranks < present] = PRESENT
-    codes[ranks < accessed] = ACCESSED
-    codes[ranks < dirty] = DIRTY
-    return codes
+# -- Part I's guest: one slot from GPA 0, leaves at its page size ------------------
 
 
-def leaf_table_entries(
-    scenario: Scenario, table: int, counts: LeafTableCounts, i: int = 0
-) -> np.ndarray:
-    """Entry codes (NONPRESENT/PRESENT/ACCESSED/DIRTY) of leaf table ``table``,
-    whose counts are ``counts`` row ``i``; 512 codes, padded non-present."""
+def flat_leaf_tables(scenario: Scenario) -> tuple[int, int]:
+    """(leaf level, leaf count) of a flat scenario's guest."""
+    if scenario.layout != "flat" or scenario.split_ratio:
+        raise ValueError("a flat guest without splits has one leaf level")
+    level = LEVEL_BY_NAME[scenario.page_size]
+    return level, scenario.guest_memory >> (PAGE_SHIFT + SPTE_LEVEL_BITS * (level - 1))
+
+
+def leaf_table_counts(scenario: Scenario, tables: np.ndarray | None = None) -> RunCounts:
+    """Counts of the leaf tables ``tables`` (all of them when None) of a flat
+    guest: table ``t`` is one run over its first ``entries`` entries (512
+    but for the last), keyed by ``t``."""
+    _, pages = flat_leaf_tables(scenario)
+    n_tables = -(-pages // PTES_PER_TABLE)
+    if tables is None:
+        tables = np.arange(n_tables, dtype=np.int64)
+    tables = np.asarray(tables, dtype=np.int64)
+    last = pages - PTES_PER_TABLE * (n_tables - 1)
+    entries = np.where(tables == n_tables - 1, last, PTES_PER_TABLE).astype(np.int64)
+    ratios = (scenario.populated_ratio, scenario.accessed_ratio, scenario.dirty_ratio)
+    return run_counts(scenario.seed, tables, entries, ratios)
+
+
+def leaf_table_entries(scenario: Scenario, table: int, counts: RunCounts, i: int = 0) -> np.ndarray:
+    """Entry codes of leaf table ``table`` of a flat guest, whose counts are
+    ``counts`` row ``i``; 512 codes, padded non-present."""
     n = int(counts.entries[i])
     codes = np.zeros(PTES_PER_TABLE, dtype=np.uint8)
-    ranks = leaf_entry_ranks(scenario.seed, table, n, np.arange(n))
-    codes[:n] = codes_from_ranks(
-        ranks, int(counts.present[i]), int(counts.accessed[i]), int(counts.dirty[i])
-    )
+    c = (int(counts.present[i]), int(counts.accessed[i]), int(counts.dirty[i]))
+    codes[:n] = run_codes(scenario.seed, table, 0, n, c)
     return codes

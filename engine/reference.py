@@ -9,11 +9,14 @@ the oracle the fast engine must equal.
 
 from __future__ import annotations
 
+import numpy as np
+
 from .cost_model import CostModel
-from .geometry import PTES_PER_TABLE, pages_per_spte, round_gfn, spte_index
-from .population import ACCESSED, DIRTY, NONPRESENT, leaf_table_counts, leaf_table_entries
+from .geometry import PTES_PER_TABLE, pages_per_spte, round_gfn, spte_index, table_span
+from .memslot import Memslot
+from .population import ACCESSED, DIRTY, NONPRESENT, run_codes, run_counts, run_key, split_mask
 from .result import ZapResult
-from .scenario import Scenario
+from .scenario import LEVEL_BY_NAME, Scenario
 from .timeline import Timeline
 
 
@@ -28,28 +31,80 @@ class Table:
         self.sptes = sptes if sptes is not None else [NONPRESENT] * PTES_PER_TABLE
 
 
+def slot_mappings(slot: Memslot, backing: int) -> list[tuple[int, int]]:
+    """The mappings of one memslot by KVM's mapping-level rule, literally:
+    every GFN of the slot is mapped at the largest level, no larger than its
+    backing page, whose aligned range around it lies wholly inside the slot
+    (``kvm_mmu_max_mapping_level()``; ``lpage_info.disallow_lpage`` is set
+    for the huge pages that cross the slot's edges).  Returns (level, first
+    GFN) per mapping, walking down from the backing level's aligned ranges."""
+    start, end = slot.base_gfn, slot.base_gfn + slot.npages
+    out: list[tuple[int, int]] = []
+
+    def place(level: int, gfn: int) -> None:
+        span = pages_per_spte(level)
+        if gfn + span <= start or gfn >= end:
+            return
+        if start <= gfn and gfn + span <= end:
+            out.append((level, gfn))
+            return
+        for i in range(PTES_PER_TABLE):  # crosses an edge: map it with smaller pages
+            place(level - 1, gfn + i * pages_per_spte(level - 1))
+
+    span = pages_per_spte(backing)
+    for gfn in range(round_gfn(start, backing), end, span):
+        place(backing, gfn)
+    return out
+
+
 def build_page_table(scenario: Scenario) -> Table:
     """The root table with every table the guest's present leaves need.
 
-    A leaf table exists when it holds at least one present leaf; an upper
-    table exists when something below it does; the root always exists.
+    Each slot's mappings come from the mapping-level rule; a huge mapping
+    that the seed splits (split_ratio) is mapped by 4K pages instead.  The
+    leaves of one slot in one table form a run, whose present, accessed and
+    dirty entries come from the population draw.  A table exists when it
+    holds a present leaf or a table below it does; the root always exists.
     """
     root = Table(scenario.root_level)
-    leaf_level = scenario.leaf_level
-    counts = leaf_table_counts(scenario)
-    for t in range(len(counts.present)):
-        if counts.present[t] == 0:
-            continue
-        leaf_table = Table(leaf_level, leaf_table_entries(scenario, t, counts, t).tolist())
-        gfn = t * pages_per_spte(leaf_level + 1)
-        table = root
-        for level in range(scenario.root_level, leaf_level + 1, -1):
-            i = spte_index(gfn, level)
-            if table.sptes[i] == NONPRESENT:
-                table.sptes[i] = Table(level - 1)
-            table = table.sptes[i]
-        table.sptes[spte_index(gfn, leaf_level + 1)] = leaf_table
+    seed = scenario.seed
+    runs: dict[tuple[int, int, int], list[int]] = {}  # (level, table, slot) -> entries
+    split: set[tuple[int, int]] = set()  # (level, entry) of split huge mappings
+    for s, slot in enumerate(scenario.slots):
+        backing = LEVEL_BY_NAME[slot.page_size]
+        for level, gfn in slot_mappings(slot, backing):
+            entry = gfn // pages_per_spte(level)
+            runs.setdefault((level, entry // PTES_PER_TABLE, s), []).append(entry % PTES_PER_TABLE)
+            if level > 1 and split_mask(seed, level, [entry], slot.split_ratio)[0]:
+                split.add((level, entry))
+                for t in range(
+                    gfn // PTES_PER_TABLE, (gfn + pages_per_spte(level)) // PTES_PER_TABLE
+                ):
+                    runs.setdefault((1, t, s), []).extend(range(PTES_PER_TABLE))
+    for (level, t, s), entries in sorted(runs.items()):
+        slot = scenario.slots[s]
+        lo, hi = min(entries), max(entries) + 1
+        assert len(entries) == hi - lo, "a slot's leaves in one table are contiguous"
+        key = int(run_key(t, s, level, LEVEL_BY_NAME[slot.page_size]))
+        ratios = (slot.populated_ratio, slot.accessed_ratio, slot.dirty_ratio)
+        c = run_counts(seed, np.array([key], dtype=np.uint64), np.array([hi - lo]), ratios)
+        codes = run_codes(seed, key, lo, hi, (c.present[0], c.accessed[0], c.dirty[0]))
+        for i, code in zip(range(lo, hi), codes.tolist(), strict=True):
+            if code != NONPRESENT and (level, t * PTES_PER_TABLE + i) not in split:
+                table_at(root, scenario.root_level, level, t).sptes[i] = code
     return root
+
+
+def table_at(root: Table, root_level: int, level: int, index: int) -> Table:
+    """Table ``index`` at ``level``, created with the tables above it if missing."""
+    table = root
+    gfn = index * table_span(level)
+    for lv in range(root_level, level, -1):
+        i = spte_index(gfn, lv)
+        if not isinstance(table.sptes[i], Table):
+            table.sptes[i] = Table(lv - 1)
+        table = table.sptes[i]
+    return table
 
 
 class TdpIter:
@@ -184,25 +239,26 @@ class RootZap:
                 it.next()
                 continue
             # One operation: clear the SPTE; nothing in here can yield.
-            leaves = self.clear_spte(spte)
+            leaves = self.clear_spte(spte, it.level)
             it.table.sptes[it.index] = NONPRESENT
             tl.ops += 1
             tl.flush_pending = True
             tl.end_op(leaves)
             it.next()
 
-    def clear_spte(self, spte) -> int:
-        """Clear one present SPTE; returns the leaves it cleared."""
+    def clear_spte(self, spte, level: int) -> int:
+        """Clear one present SPTE at ``level``; returns the leaves it cleared."""
         tl, cm = self.timeline, self.cm
         tl.clock += cm.spte_clear_ps + (cm.atomic_write_ps if self.shared else 0)
         if isinstance(spte, Table):
             return self.remove_table(spte)
-        self.zap_leaf(spte)
+        self.zap_leaf(spte, level)
         return 1
 
-    def zap_leaf(self, code: int) -> None:
+    def zap_leaf(self, code: int, level: int) -> None:
         tl, cm = self.timeline, self.cm
         tl.leaf_zapped += 1
+        tl.leaves_by_level[level] += 1
         if code & ACCESSED == ACCESSED:
             tl.accessed_writebacks += 1
             tl.clock += cm.accessed_writeback_ps
@@ -226,7 +282,7 @@ class RootZap:
             if isinstance(spte, Table):
                 leaves += self.remove_table(spte)
             else:
-                self.zap_leaf(spte)
+                self.zap_leaf(spte, table.level)
                 leaves += 1
         tl.table_freed()
         return leaves

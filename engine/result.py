@@ -13,6 +13,8 @@ class ZapResult:
     ``ops`` is an addition to the spec's names: SPTEs cleared directly by the
     walk (one per operation that cleared something). With it every event the
     cost model charges can be derived from this record (``engine.events``).
+    ``leaves_4k``, ``leaves_2m`` and ``leaves_1g`` (spec section 12) are the
+    present leaves cleared at each level; they sum to ``leaf_zapped``.
     """
 
     visits: int
@@ -30,6 +32,9 @@ class ZapResult:
     rcu_stall: bool
     pending_free_peak_bytes: int
     ops: int
+    leaves_4k: int
+    leaves_2m: int
+    leaves_1g: int
 
     def to_dict(self) -> dict:
         # Not dataclasses.asdict: its deep copy costs more than a sweep row.

@@ -6,18 +6,31 @@ Vocabulary follows arch/x86/kvm/mmu: level 1 = 4K, 2 = 2M, 3 = 1G, 4 = 512G,
 
 from __future__ import annotations
 
+import functools
 import math
-import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
 from .geometry import PAGE_SHIFT, PTES_PER_TABLE, level_bytes
+from .memslot import (
+    MAX_MEMSLOTS,
+    MEMSLOT_FIELDS,
+    MEMSLOT_RATIOS,
+    PAGE_BYTES,
+    Q35_HOLE,
+    Memslot,
+    flat_slots,
+    q35_slots,
+)
+from .units import ScenarioError, format_memory, parse_memory
 
 LEVEL_NAMES = {1: "4K", 2: "2M", 3: "1G", 4: "512G", 5: "256T"}
 LEVEL_BY_NAME = {name: level for level, name in LEVEL_NAMES.items()}
 PAGE_SIZES = ("4K", "2M", "1G")
 PAGING_LEVELS = (4, 5)
 RESCHED_POLICIES = ("always", "never", "tick")
+LAYOUT_PRESETS = ("flat", "q35")
 MMU_LOCK_MODES = ("write", "read")
 DEFAULT_HOST_PHYS_BITS = {4: 46, 5: 52}
 # x86 MAXPHYADDR is at most 52 bits; below 32 no real host exists.
@@ -26,72 +39,6 @@ HOST_PHYS_BITS_RANGE = (32, 52)
 # The four strategies the spec names (section 4). "per_level" depends on the
 # paging depth; "upstream" has no 512G pass even with 5-level paging.
 NAMED_STRATEGIES = ("root", "two_pass", "per_level", "upstream")
-
-_MEMORY_UNITS = {
-    "": 1,
-    "B": 1,
-    "K": 1 << 10,
-    "KiB": 1 << 10,
-    "M": 1 << 20,
-    "MiB": 1 << 20,
-    "G": 1 << 30,
-    "GiB": 1 << 30,
-    "T": 1 << 40,
-    "TiB": 1 << 40,
-    "P": 1 << 50,
-    "PiB": 1 << 50,
-}
-_MEMORY_RE = re.compile(r"^\s*(\d+)\s*([A-Za-z]*)\s*$")
-
-
-class ScenarioError(ValueError):
-    """A scenario field holds a value the model does not allow.
-
-    ``field`` names the offending field, ``value`` is what was given and
-    ``allowed`` says what would have been accepted.
-    """
-
-    def __init__(self, field: str, value: Any, allowed: str):
-        self.field = field
-        self.value = value
-        self.allowed = allowed
-        super().__init__(f"{field}={value!r} is invalid: allowed {allowed}")
-
-
-def parse_memory(value: Any, field_name: str = "guest_memory") -> int:
-    """Parse a memory size: an int of bytes or a string like ``"512GiB"``.
-
-    Binary units only (KiB, MiB, GiB, TiB, PiB, or K/M/G/T/P): "12TB" is
-    refused because a decimal terabyte is not a whole number of pages.
-    """
-    allowed = "a positive byte count or an integer with a unit KiB/MiB/GiB/TiB/PiB (e.g. '512GiB')"
-    if isinstance(value, bool):
-        raise ScenarioError(field_name, value, allowed)
-    if isinstance(value, int):
-        n = value
-    elif isinstance(value, float):
-        if not math.isfinite(value) or value != int(value):
-            raise ScenarioError(field_name, value, allowed)
-        n = int(value)
-    elif isinstance(value, str):
-        m = _MEMORY_RE.match(value)
-        if not m or m.group(2) not in _MEMORY_UNITS:
-            raise ScenarioError(field_name, value, allowed)
-        n = int(m.group(1)) * _MEMORY_UNITS[m.group(2)]
-    else:
-        raise ScenarioError(field_name, value, allowed)
-    if n <= 0:
-        raise ScenarioError(field_name, value, allowed)
-    return n
-
-
-def format_memory(n: int) -> str:
-    """Inverse of :func:`parse_memory` for display: 549755813888 -> '512GiB'."""
-    for unit in ("PiB", "TiB", "GiB", "MiB", "KiB"):
-        size = _MEMORY_UNITS[unit]
-        if n % size == 0:
-            return f"{n // size}{unit}"
-    return f"{n}B"
 
 
 def strategy_levels(name: str, paging_levels: int) -> tuple[str, ...]:
@@ -203,16 +150,101 @@ def _check_positive(name: str, value: Any, ps_per_unit: int) -> float | int:
     return value
 
 
+def _check_dirty(prefix: str, dirty: float, accessed: float) -> None:
+    if dirty > accessed:
+        raise ScenarioError(
+            prefix + "dirty_ratio",
+            dirty,
+            f"at most accessed_ratio={accessed} (a dirty leaf is always accessed)",
+        )
+
+
+def _memslot(i: int, item: Any, template: Memslot, bits: int, reach: int) -> Memslot:
+    """Slot ``i`` of a memslots list, checked and with None fields taken
+    from ``template`` (the scenario's page size and ratios)."""
+    where = f"memslots[{i}]"
+    if isinstance(item, Mapping):
+        unknown = sorted(set(item) - set(MEMSLOT_FIELDS))
+        if unknown:
+            raise ScenarioError(
+                f"{where}.{unknown[0]}", item[unknown[0]], f"one of {list(MEMSLOT_FIELDS)}"
+            )
+        missing = [k for k in ("gpa", "size") if k not in item]
+        if missing:
+            raise ScenarioError(f"{where}.{missing[0]}", None, "a GPA range: both gpa and size")
+        item = Memslot(**item)
+    elif not isinstance(item, Memslot):
+        raise ScenarioError(
+            where, item, "a Memslot or a mapping with gpa, size and optional page_size and ratios"
+        )
+    gpa = parse_memory(item.gpa, f"{where}.gpa", allow_zero=True)
+    size = parse_memory(item.size, f"{where}.size")
+    for name, value in (("gpa", gpa), ("size", size)):
+        if value % PAGE_BYTES:
+            raise ScenarioError(
+                f"{where}.{name}", getattr(item, name), "a multiple of 4KiB (the page size)"
+            )
+    limit = min(1 << bits, reach)
+    if gpa + size > limit:
+        name = "gpa" if gpa >= limit else "size"
+        raise ScenarioError(
+            f"{where}.{name}",
+            getattr(item, name),
+            f"a slot ending at or below {format_memory(limit)} (2^host_phys_bits with "
+            f"host_phys_bits={bits}, and what the page table maps); it ends at "
+            f"{format_memory(gpa + size)}",
+        )
+    resolved = {"gpa": gpa, "size": size}
+    page_size = template.page_size if item.page_size is None else item.page_size
+    if isinstance(page_size, bool) or page_size not in PAGE_SIZES:
+        raise ScenarioError(f"{where}.page_size", page_size, f"one of {list(PAGE_SIZES)}")
+    resolved["page_size"] = page_size
+    for name in MEMSLOT_RATIOS:
+        value = getattr(item, name)
+        resolved[name] = _check_ratio(
+            f"{where}.{name}", getattr(template, name) if value is None else value
+        )
+    _check_dirty(where + ".", resolved["dirty_ratio"], resolved["accessed_ratio"])
+    return Memslot(**resolved)
+
+
+def _memslots(value: Any, template: Memslot, bits: int, reach: int) -> tuple[Memslot, ...]:
+    """A memslots list, checked, resolved and sorted by GPA; slots must not overlap."""
+    allowed = f"a non-empty list of at most {MAX_MEMSLOTS} slots (mappings with gpa and size)"
+    if isinstance(value, (str, bytes, Mapping, Memslot)) or not isinstance(value, Sequence):
+        raise ScenarioError("memslots", value, allowed)
+    if not 0 < len(value) <= MAX_MEMSLOTS:
+        raise ScenarioError("memslots", value, allowed)
+    slots = [(_memslot(i, item, template, bits, reach), i) for i, item in enumerate(value)]
+    slots.sort()
+    for (prev, j), (slot, i) in zip(slots, slots[1:], strict=False):
+        if slot.gpa < prev.end:
+            raise ScenarioError(
+                f"memslots[{i}].gpa",
+                value[i]["gpa"] if isinstance(value[i], Mapping) else value[i].gpa,
+                f"a GPA at or above {format_memory(prev.end)}, the end of memslots[{j}] "
+                f"(from {format_memory(prev.gpa)}): slots do not overlap",
+            )
+    return tuple(slot for slot, _ in slots)
+
+
 @dataclass(frozen=True)
 class Scenario:
-    """One root zap to simulate (spec section 7).
+    """One root zap to simulate (spec sections 7 and 12).
 
     Built from plain values; every field is checked and normalized in
     ``__post_init__`` so that an invalid scenario cannot exist.
+
+    Guest memory is a list of memslots (``slots``): derived from
+    ``guest_memory`` by the ``layout`` preset (``flat``, ``q35``), or given
+    as ``memslots``; then ``layout`` reads ``"memslots"`` and
+    ``guest_memory`` is the slots' total.  ``page_size``, the ratios and
+    ``split_ratio`` apply to every slot of a preset, and to each given slot
+    that does not set its own.
     """
 
     paging_levels: int = 4
-    guest_memory: int | str = "1GiB"
+    guest_memory: int | str | None = None  # "1GiB" unless memslots say otherwise
     page_size: str = "4K"
     populated_ratio: float = 1.0
     accessed_ratio: float = 1.0
@@ -226,21 +258,19 @@ class Scenario:
     flush_on_yield: bool = False
     rcu_stall_timeout_s: float = 21
     seed: int = 0
+    layout: str = "flat"
+    memslots: tuple[Memslot, ...] | None = None
+    split_ratio: float = 0.0
 
     def __post_init__(self) -> None:
         s = object.__setattr__
         _check_choice("paging_levels", self.paging_levels, PAGING_LEVELS)
         _check_choice("page_size", self.page_size, PAGE_SIZES)
-        s(self, "guest_memory", parse_memory(self.guest_memory))
         s(self, "populated_ratio", _check_ratio("populated_ratio", self.populated_ratio))
         s(self, "accessed_ratio", _check_ratio("accessed_ratio", self.accessed_ratio))
         s(self, "dirty_ratio", _check_ratio("dirty_ratio", self.dirty_ratio))
-        if self.dirty_ratio > self.accessed_ratio:
-            raise ScenarioError(
-                "dirty_ratio",
-                self.dirty_ratio,
-                f"at most accessed_ratio={self.accessed_ratio} (a dirty leaf is always accessed)",
-            )
+        _check_dirty("", self.dirty_ratio, self.accessed_ratio)
+        s(self, "split_ratio", _check_ratio("split_ratio", self.split_ratio))
         s(self, "zap_levels", _normalize_zap_levels(self.zap_levels, self.paging_levels))
         s(self, "vcpus", _check_int("vcpus", self.vcpus, 1))
         bits = self.host_phys_bits
@@ -262,31 +292,83 @@ class Scenario:
             _check_positive("rcu_stall_timeout_s", self.rcu_stall_timeout_s, 10**12),
         )
         s(self, "seed", _check_int("seed", self.seed, 0, 2**63 - 1))
+        if self.memslots is None:
+            self._derive_slots()
+        else:
+            self._given_slots()
 
-        page = level_bytes(self.leaf_level)
-        if self.guest_memory % page:
+    def _template(self) -> Memslot:
+        return Memslot(
+            0,
+            0,
+            self.page_size,
+            self.populated_ratio,
+            self.accessed_ratio,
+            self.dirty_ratio,
+            self.split_ratio,
+        )
+
+    def _given_slots(self) -> None:
+        s = object.__setattr__
+        if self.layout not in ("flat", "memslots"):
+            raise ScenarioError(
+                "layout",
+                self.layout,
+                "'memslots' (or the default 'flat') when memslots are given; "
+                f"a preset {list(LAYOUT_PRESETS)} derives its own slots",
+            )
+        slots = _memslots(
+            self.memslots, self._template(), self.host_phys_bits, self.page_table_reach
+        )
+        total = sum(slot.size for slot in slots)
+        if self.guest_memory is not None and parse_memory(self.guest_memory) != total:
             raise ScenarioError(
                 "guest_memory",
-                format_memory(self.guest_memory),
+                self.guest_memory,
+                f"the memslots' total {format_memory(total)} (or omitted, which means that)",
+            )
+        s(self, "memslots", slots)
+        s(self, "layout", "memslots")
+        s(self, "guest_memory", total)
+
+    def _derive_slots(self) -> None:
+        _check_choice("layout", self.layout, LAYOUT_PRESETS)
+        memory = parse_memory("1GiB" if self.guest_memory is None else self.guest_memory)
+        object.__setattr__(self, "guest_memory", memory)
+        page = level_bytes(LEVEL_BY_NAME[self.page_size])
+        if memory % page:
+            raise ScenarioError(
+                "guest_memory",
+                format_memory(memory),
                 f"a multiple of the page size {self.page_size}",
             )
-        limit = 1 << self.host_phys_bits
-        if self.guest_memory > limit:
+        if self.layout == "q35" and memory <= Q35_HOLE[1]:
             raise ScenarioError(
                 "guest_memory",
-                format_memory(self.guest_memory),
+                format_memory(memory),
+                f"more than {format_memory(Q35_HOLE[1])} with layout=q35: its low slots "
+                f"[0, {format_memory(Q35_HOLE[0])}) and [{format_memory(Q35_HOLE[1])}, below 4GiB) "
+                "must both hold RAM",
+            )
+        top = max(slot.end for slot in self.slots)
+        shown = "" if self.layout == "flat" else f" (layout={self.layout} maps RAM up to {top:#x})"
+        limit = 1 << self.host_phys_bits
+        if top > limit:
+            raise ScenarioError(
+                "guest_memory",
+                format_memory(memory),
                 f"at most 2^host_phys_bits = {format_memory(limit)} "
-                f"(host_phys_bits={self.host_phys_bits})",
+                f"(host_phys_bits={self.host_phys_bits}){shown}",
             )
         # The root table maps 512 SPTEs of level_bytes(root); e.g. 4-level
         # paging reaches 256TiB even when host_phys_bits allows more.
-        reach = PTES_PER_TABLE * level_bytes(self.root_level)
-        if self.guest_memory > reach:
+        reach = self.page_table_reach
+        if top > reach:
             raise ScenarioError(
                 "guest_memory",
-                format_memory(self.guest_memory),
-                f"at most {format_memory(reach)}, what a {self.paging_levels}-level "
-                f"page table maps",
+                format_memory(memory),
+                f"at most {format_memory(reach)}, what a {self.paging_levels}-level page table "
+                f"maps{shown}",
             )
 
     # Derived geometry -------------------------------------------------
@@ -296,18 +378,21 @@ class Scenario:
         return self.paging_levels
 
     @property
-    def leaf_level(self) -> int:
-        """Level at which the guest's leaf SPTEs sit (1, 2 or 3)."""
-        return LEVEL_BY_NAME[self.page_size]
+    def page_table_reach(self) -> int:
+        """Bytes of GPA the root table maps: 512 SPTEs of level_bytes(root)."""
+        return PTES_PER_TABLE * level_bytes(self.root_level)
+
+    @functools.cached_property
+    def slots(self) -> tuple[Memslot, ...]:
+        """The guest's memslots, by GPA, every field resolved."""
+        if self.memslots is not None:
+            return self.memslots
+        derive = flat_slots if self.layout == "flat" else q35_slots
+        return derive(self.guest_memory, self._template())
 
     @property
     def zap_level_numbers(self) -> tuple[int, ...]:
         return tuple(self.root_level if z == "root" else LEVEL_BY_NAME[z] for z in self.zap_levels)
-
-    @property
-    def guest_pages(self) -> int:
-        """Number of leaf SPTEs that map the guest (present or not)."""
-        return self.guest_memory // level_bytes(self.leaf_level)
 
     @property
     def end_gfn(self) -> int:
@@ -332,6 +417,8 @@ class Scenario:
 
 SCENARIO_FIELDS = tuple(f.name for f in fields(Scenario))
 __all__ = [
+    "LAYOUT_PRESETS",
+    "Memslot",
     "Scenario",
     "ScenarioError",
     "SCENARIO_FIELDS",

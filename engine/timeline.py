@@ -30,6 +30,7 @@ class Timeline:
         self.yields = 0
         self.ops = 0
         self.leaf_zapped = 0
+        self.leaves_by_level = [0, 0, 0, 0]  # present leaves cleared at levels 1 (4K) to 3 (1G)
         self.tables_freed = 0
         self.removed_entries_scanned = 0
         self.accessed_writebacks = 0
@@ -110,4 +111,7 @@ class Timeline:
             rcu_stall=self.max_hold_ps >= self.scenario.rcu_stall_timeout_ps,
             pending_free_peak_bytes=self.pending_free_peak_tables * TABLE_BYTES,
             ops=self.ops,
+            leaves_4k=self.leaves_by_level[1],
+            leaves_2m=self.leaves_by_level[2],
+            leaves_1g=self.leaves_by_level[3],
         )

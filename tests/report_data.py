@@ -34,6 +34,9 @@ SCHEMA = pa.schema(
         ("flush_on_yield", pa.bool_()),
         ("rcu_stall_timeout_s", pa.float64()),
         ("seed", pa.int64()),
+        ("layout", pa.string()),
+        ("memslots", pa.string()),
+        ("split_ratio", pa.float64()),
         ("strategy", pa.string()),
         ("visits", pa.int64()),
         ("yields", pa.int64()),
@@ -50,6 +53,9 @@ SCHEMA = pa.schema(
         ("rcu_stall", pa.bool_()),
         ("pending_free_peak_bytes", pa.int64()),
         ("ops", pa.int64()),
+        ("leaves_4k", pa.int64()),
+        ("leaves_2m", pa.int64()),
+        ("leaves_1g", pa.int64()),
         ("engine", pa.string()),
         ("cost_model", pa.string()),
         ("engine_version", pa.string()),
@@ -87,6 +93,9 @@ def row(**kw) -> dict:
         "flush_on_yield": False,
         "rcu_stall_timeout_s": 21.0,
         "seed": 0,
+        "layout": "flat",
+        "memslots": None,
+        "split_ratio": 0.0,
         "strategy": "root",
         "visits": 128,
         "yields": 0,
@@ -103,9 +112,12 @@ def row(**kw) -> dict:
         "rcu_stall": False,
         "pending_free_peak_bytes": 0,
         "ops": 1,
+        "leaves_4k": 262144,
+        "leaves_2m": 0,
+        "leaves_1g": 0,
         "engine": "reference",
         "cost_model": "seed-2022",
-        "engine_version": "1",
+        "engine_version": "2",
         "status": "ok",
         "error": None,
         "sim_seconds": 0.01,
@@ -228,4 +240,35 @@ def shapes_rows() -> list[dict]:
     rows.append(
         error_row(nulls=False, **five, strategy="root", guest_memory=1 * TIB, total_ns=1 * MS)
     )
+    return rows
+
+
+def layout_rows() -> list[dict]:
+    """4-level 1G-backed guests of 1 and 4 TiB, flat and q35, split 0 and 0.2;
+    see test_report_summary's layout tests."""
+    rows = []
+    # (layout, split, strategy, memory TiB, max_op ms, total ms)
+    for layout, split, strategy, tib, op, total in [
+        ("flat", 0.0, "root", 1, 40, 100),
+        ("flat", 0.0, "root", 4, 90, 400),
+        ("flat", 0.0, "two_pass", 1, 1, 110),
+        ("flat", 0.0, "two_pass", 4, 2, 440),
+        ("q35", 0.0, "root", 1, 60, 100),
+        ("q35", 0.0, "root", 4, 150, 400),  # over the budget: q35 maps its edges at 4K
+        ("q35", 0.0, "two_pass", 1, 3, 120),
+        ("q35", 0.0, "two_pass", 4, 5, 480),
+        ("q35", 0.2, "root", 1, 200, 300),
+        ("q35", 0.2, "two_pass", 1, 8, 600),
+    ]:
+        rows.append(
+            row(
+                layout=layout,
+                split_ratio=split,
+                strategy=strategy,
+                page_size="1G",
+                guest_memory=tib * TIB,
+                max_op_ns=op * MS,
+                total_ns=total * MS,
+            )
+        )
     return rows

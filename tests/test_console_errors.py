@@ -86,9 +86,9 @@ def zapsweep_cases(tmp: Path) -> list[Case]:
         z("wrong-type", ["grid.flush_on_yield=[maybe]"], "grid.flush_on_yield=[maybe]",
           "allowed a list of true/false values"),
         z("wrong-type-setting", ["batch.size=many"], "batch.size=many", "an integer or null"),
-        z("no-such-grid", ["grid=smok"], "grid=smok", "bench, full, seed, smoke"),
+        z("no-such-grid", ["grid=smok"], "grid=smok", "bench, full, seed, smoke, vms"),
         z("schema-is-no-grid", ["grid=grid_schema"], "grid=grid_schema",
-          "bench, full, seed, smoke"),
+          "bench, full, seed, smoke, vms"),
         z("schema-is-no-ray", ["ray=ray_schema"], "ray=ray_schema", "cluster, local"),
         z("no-such-cost-model", ["cost_model=nope"], "cost_model=nope", "seed-2022"),
         z("does-not-parse", ["grid.vcpus=[1,"], "'grid.vcpus=[1,'", "key=value"),
@@ -286,7 +286,7 @@ def test_help_says_what_zapsweep_does_and_offers_no_schema():
     assert out.returncode == 0, out.stderr
     text = out.stdout
     assert "tears down a TDP MMU" in text and "README" in text
-    assert "grid: bench, full, seed, smoke" in text
+    assert "grid: bench, full, seed, smoke, vms" in text
     assert "cost_model: seed-2022, upstream-6.13" in text and "ray: cluster, local" in text
     assert "schema" not in text
     assert "ray.connect_timeout_s" in text and "hydra.run.dir=" in text

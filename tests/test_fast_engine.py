@@ -34,6 +34,24 @@ def test_fast_equals_reference(kw, cost_model) -> None:
     assert_same(Scenario(**kw), cost_model)
 
 
+@DIFFERENTIAL
+@given(
+    kw=scenario_kwargs(form="memslots"), cost_model=st.sampled_from(["seed-2022", "upstream-6.13"])
+)
+def test_fast_equals_reference_on_memslot_layouts(kw, cost_model) -> None:
+    """Random slot lists (2 to 4 slots, unaligned edges, mixed backing page
+    sizes, partial population, split ratios in [0, 1]) under every other
+    option: tables that mix leaves and child tables, leaves at three
+    levels, edges inside one table."""
+    assert_same(Scenario(**kw), cost_model)
+
+
+@DIFFERENTIAL
+@given(kw=scenario_kwargs(form="q35"), cost_model=st.sampled_from(["seed-2022", "upstream-6.13"]))
+def test_fast_equals_reference_on_q35(kw, cost_model) -> None:
+    assert_same(Scenario(**kw), cost_model)
+
+
 @st.composite
 def contended(draw) -> Scenario:
     """Where the walks differ most: a contended CPU (``always``) or short
@@ -98,6 +116,22 @@ def test_cached_guest_and_passes_change_nothing(kw, variants, cost_model) -> Non
         scenario = Scenario(**{**kw, **variant})
         cached = simulate(scenario, "fast", cost_model, guests=guests)
         assert cached == simulate(scenario, "fast", cost_model), scenario
+
+
+def test_guest_cache_tells_layouts_apart() -> None:
+    """Scenarios that differ only in their memory layout build other tables."""
+    guests = GuestCache(size=4)
+    base = dict(guest_memory="4GiB", page_size="2M", zap_levels="per_level", resched="always")
+    slots = [dict(gpa=0, size="1GiB"), dict(gpa="2GiB", size=(2 << 30) - 4096)]
+    for kw in (
+        dict(base),
+        dict(base, layout="q35"),
+        dict(base, split_ratio=0.5),
+        dict(base, guest_memory=None, memslots=slots),
+        dict(base, guest_memory=None, memslots=[dict(slots[0], page_size="4K"), slots[1]]),
+    ):
+        s = Scenario(**kw)
+        assert simulate(s, "fast", guests=guests) == simulate(s, "fast"), kw
 
 
 @st.composite

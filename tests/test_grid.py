@@ -174,7 +174,7 @@ def test_a_shipped_grid_states_its_true_size_first(path):
     valid = sum(1 for _ in expand(grid, counts))
     assert (int(m[1].replace(",", "")), int(m[2].replace(",", ""))) == (grid_size(grid), valid)
     assert re.search(
-        r"\d+ (s|seconds?|minutes?) on 2 cores",
+        r"(\d+|a) (s|seconds?|minutes?) on 2 cores",
         " ".join(line for line in path.read_text().splitlines() if line.startswith("#")),
     ), "the header states the time the grid takes"
 
@@ -328,3 +328,55 @@ def test_spellings_of_one_cell_run_once_wherever_the_ranges_cut(case):
     for lo in range(0, grid.size, size):
         ran += [c.cell_id for c in new_cells(grid, settings_, lo, lo + size, None)[0]]
     assert ran == _first_occurrences(spec, settings_)
+
+
+# -- memory layouts as axes --------------------------------------------------------
+
+SLOTS = [{"gpa": 0, "size": "640KiB"}, {"gpa": "1MiB", "size": "2047MiB", "page_size": "1G"}]
+
+
+def test_a_slot_list_is_one_value_of_the_memslots_axis():
+    one = Grid.of({"memslots": SLOTS})
+    assert one.size == 1
+    two = Grid.of({"memslots": [SLOTS, [{"gpa": 0, "size": "1GiB"}], None]})
+    assert two.size == 3
+    scenarios = [s for _, s in two.scenarios()]
+    assert [s.layout for s in scenarios] == ["memslots", "memslots", "flat"]
+    assert [s.guest_memory for s in scenarios] == [(640 << 10) + (2047 << 20), 1 << 30, 1 << 30]
+
+
+def test_layout_axes_from_the_command_line():
+    cfg = _compose(
+        "grid=smoke",
+        "grid.guest_memory=[null,2GiB]",
+        "grid.page_size=[2M]",
+        "grid.layout=[flat,q35]",
+        "grid.split_ratio=[0,0.2]",
+        "grid.memslots=[null,[{gpa:0,size:640KiB},{gpa:1MiB,size:2047MiB,page_size:1G}]]",
+    )
+    counts = GridCounts()
+    cells = list(expand(OmegaConf.to_container(cfg.grid), counts))
+    kinds = {(s.layout, s.guest_memory, s.split_ratio) for s in cells}
+    assert kinds == {
+        (layout, memory, split)
+        for layout, memory in [("flat", 1 << 30), ("flat", 2 << 30), ("q35", 1 << 30)]
+        + [("q35", 2 << 30), ("memslots", (640 << 10) + (2047 << 20))]
+        for split in (0.0, 0.2)
+    }
+    # A slot list with a guest memory other than its total, and a preset
+    # layout with a slot list, are dropped and counted by the field they name.
+    assert counts.invalid_by_field["guest_memory"] > 0
+    assert counts.invalid_by_field["layout"] > 0
+
+
+def test_the_vms_grid_is_q35_guests_of_every_backing_page_size():
+    grid = OmegaConf.to_container(_compose("grid=vms").grid)
+    counts = GridCounts()
+    cells = list(expand(grid, counts))
+    assert counts.invalid == 0
+    assert {s.layout for s in cells} == {"q35"}
+    assert {s.page_size for s in cells} == {"4K", "2M", "1G"}
+    assert {s.split_ratio for s in cells} == {0.0, 0.2}
+    assert {s.strategy for s in cells} == {"root", "two_pass", "per_level", "upstream"}
+    memories = sorted({s.guest_memory for s in cells})
+    assert (memories[0], memories[-1]) == (16 << 30, 12 << 40)

@@ -85,3 +85,45 @@ def test_entries_of_a_table_follow_its_counts_and_its_own_key():
         assert (codes == P.DIRTY).sum() == c.dirty[t]
     other_seed = _scenario(populated_ratio=0.8, accessed_ratio=0.5, dirty_ratio=0.2, seed=6)
     assert not np.array_equal(P.leaf_table_counts(other_seed).present, c.present)
+
+
+# -- leaf runs of memory layouts -----------------------------------------------
+
+
+def test_run_keys_are_table_indices_for_the_flat_guest_and_salted_otherwise():
+    """Part I's guest (slot 0, leaves at its page size) keys a table by its
+    index, so its draw is what it was; a run of another slot, or one below
+    its slot's page size, in the same table draws other counts and ranks."""
+    tables = np.arange(1000, dtype=np.int64)
+    assert np.array_equal(P.run_key(tables, 0, 2, 2), tables.astype(np.uint64))
+    keys = {
+        (slot, level, backing): P.run_key(tables, slot, level, backing)
+        for slot, level, backing in [(0, 1, 1), (1, 1, 1), (0, 1, 3), (0, 2, 3), (2, 1, 2)]
+    }
+    every = np.concatenate(list(keys.values()))
+    assert len(np.unique(every)) == len(every)
+    ratios = (0.5, 0.7, 0.3)
+    a = P.run_counts(7, keys[(0, 1, 1)], np.full(1000, 512), ratios)
+    b = P.run_counts(7, keys[(1, 1, 1)], np.full(1000, 512), ratios)
+    x, y = a.present.astype(float) - 256, b.present.astype(float) - 256
+    assert abs((x * y).sum() / np.sqrt((x * x).sum() * (y * y).sum())) < 0.15
+
+
+def test_a_partial_run_ranks_its_own_entries():
+    """A run over entries [lo, hi) of its table: the present ones are the
+    ``present`` entries of smallest rank-map value among them."""
+    key, lo, hi = 12345, 100, 400
+    values = P.rank_values(3, key, np.arange(lo, hi))
+    codes = P.run_codes(3, key, lo, hi, (120, 60, 10))
+    assert ((codes != P.NONPRESENT).sum(), (codes == P.DIRTY).sum()) == (120, 10)
+    assert values[codes != P.NONPRESENT].max() < values[codes == P.NONPRESENT].min()
+
+
+def test_splits_are_drawn_per_huge_mapping():
+    entries = np.arange(20_000)
+    half = P.split_mask(5, 2, entries, 0.5)
+    assert abs(half.mean() - 0.5) < 0.02
+    assert not np.array_equal(half, P.split_mask(5, 3, entries, 0.5))  # level is part of the key
+    assert not P.split_mask(5, 2, entries, 0.0).any() and P.split_mask(5, 2, entries, 1.0).all()
+    # A larger ratio splits a superset (one uniform per mapping).
+    assert np.all(P.split_mask(5, 2, entries, 0.7)[half])

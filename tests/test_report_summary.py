@@ -9,7 +9,18 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from report_data import GIB, MS, SCHEMA, TIB, S, known_rows, row, shapes_rows, write_dataset
+from report_data import (
+    GIB,
+    MS,
+    SCHEMA,
+    TIB,
+    S,
+    known_rows,
+    layout_rows,
+    row,
+    shapes_rows,
+    write_dataset,
+)
 
 from sweep import report
 from sweep.report import summary
@@ -184,3 +195,74 @@ def test_aggregates_read_only_the_columns_they_need(tmp_path):
     assert summary.summarize(tmp_path)["worst_max_op_ns"][0] == 77 * MS
     written = report.write_report(tmp_path)
     assert written["report_html"].is_file()
+
+
+# -- memory layouts ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def layouts(tmp_path_factory):
+    run = tmp_path_factory.mktemp("layouts")
+    write_dataset(layout_rows(), run / "results")
+    return run
+
+
+def test_verdicts_group_by_layout_and_split_when_several_are_present(layouts):
+    assert summary.verdict_keys(layouts) == (
+        "paging_levels",
+        "layout",
+        "split_ratio",
+        "page_size",
+        "strategy",
+    )
+    v = summary.verdicts(layouts, budget_ms=100)
+    got = {
+        (r["layout"], r["split_ratio"], r["strategy"]): (
+            r["largest_memory"],
+            r["worst_op_at_largest_ns"],
+            r["under_budget_up_to"],
+            r["over_budget_from"],
+        )
+        for r in v.to_dicts()
+    }
+    assert got == {
+        ("flat", 0.0, "root"): (4 * TIB, 90 * MS, 4 * TIB, None),
+        ("flat", 0.0, "two_pass"): (4 * TIB, 2 * MS, 4 * TIB, None),
+        ("q35", 0.0, "root"): (4 * TIB, 150 * MS, 1 * TIB, 4 * TIB),
+        ("q35", 0.0, "two_pass"): (4 * TIB, 5 * MS, 4 * TIB, None),
+        ("q35", 0.2, "root"): (1 * TIB, 200 * MS, None, 1 * TIB),
+        ("q35", 0.2, "two_pass"): (1 * TIB, 8 * MS, 1 * TIB, None),
+    }
+    # Flat first, then q35; split ratios ascending.
+    assert v.select("layout", "split_ratio").unique(maintain_order=True).rows() == [
+        ("flat", 0.0),
+        ("q35", 0.0),
+        ("q35", 0.2),
+    ]
+    # Pairs never cross layouts: q35 two_pass against q35 root only.
+    price = {
+        (r["layout"], r["split_ratio"], r["strategy"]): r["median_ratio"]
+        for r in summary.price_of_safety(layouts).to_dicts()
+    }
+    assert price[("flat", 0.0, "two_pass")] == pytest.approx(1.1)
+    assert price[("q35", 0.0, "two_pass")] == pytest.approx(1.2)
+    assert price[("q35", 0.2, "two_pass")] == pytest.approx(2.0)
+
+
+def test_one_layout_keeps_the_verdicts_as_they_were(tmp_path):
+    rows = [r for r in layout_rows() if r["layout"] == "q35" and r["split_ratio"] == 0.0]
+    write_dataset(rows, tmp_path / "results")
+    assert summary.verdict_keys(tmp_path) == summary.VERDICT_KEYS
+    assert summary.verdicts(tmp_path).columns[:3] == list(summary.VERDICT_KEYS)
+
+
+def test_verdict_lines_name_the_layout(layouts):
+    from sweep.report.render import verdict_lines
+
+    lines = verdict_lines(summary.verdicts(layouts, budget_ms=100), 100)
+    assert len(lines) == 3
+    assert lines[1].startswith(
+        "**4-level paging, q35 layout, split ratio 0, 1G pages, 4TiB guest:**"
+    )
+    assert "over 100 ms with root (150 ms)" in lines[1]
+    assert lines[2].startswith("**4-level paging, q35 layout, split ratio 0.2, 1G pages, 1TiB")

@@ -8,7 +8,7 @@ import json
 
 import polars as pl
 import pytest
-from report_data import GIB, MS, TIB, S, row, write_dataset
+from report_data import GIB, MS, TIB, S, layout_rows, row, write_dataset
 
 from sweep.report import cli as report_cli
 from sweep.report import plots, summary
@@ -211,3 +211,18 @@ def test_a_verdict_at_the_largest_guest_tested_is_a_lower_bound(tmp_path):
 )  # fmt: skip
 def test_long_times_read_in_hours_and_days(seconds, text):
     assert plots.fmt_seconds(seconds) == text
+
+
+def test_compare_keeps_memory_layouts_apart(tmp_path):
+    """Both runs hold flat and q35 guests: each layout is its own verdict group."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    write_dataset(layout_rows(), a / "results")
+    faster = [dict(r, max_op_ns=r["max_op_ns"] // 4) for r in layout_rows()]
+    write_dataset(faster, b / "results")
+    changes = verdict_changes(a, b, 100.0)
+    assert "largest guest under 100 ms, 4-level q35 split 0 1G root: 1TiB -> 4TiB" in changes
+    assert "largest guest under 100 ms, 4-level q35 split 0.2 1G root: none -> 1TiB" in changes
+    assert not any("flat" in c and "two_pass" in c for c in changes)  # unchanged
+    text = terminal_compare(a, b)
+    assert text.splitlines()[0].split()[:4] == ["paging", "layout", "page", "strategy"]
+    assert "q35 split 0.2" in text and max(map(len, text.splitlines())) <= TERMINAL_COLUMNS

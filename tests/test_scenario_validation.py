@@ -203,7 +203,6 @@ def test_guest_memory_beyond_the_4_level_root_table() -> None:
         "",
         "1 GiB 2",
         "1gib",
-        None,
         [1],
         1.5,
     ],
@@ -211,6 +210,12 @@ def test_guest_memory_beyond_the_4_level_root_table() -> None:
 def test_guest_memory_malformed(memory) -> None:
     err = rejects("guest_memory", guest_memory=memory)
     assert err.value is memory or err.value == memory
+
+
+def test_guest_memory_omitted_is_one_gib() -> None:
+    """None is the default: 1 GiB for a preset layout (memslots: their total)."""
+    assert Scenario(guest_memory=None).guest_memory == 1 << 30
+    assert Scenario().guest_memory == 1 << 30
 
 
 @pytest.mark.parametrize(
@@ -313,3 +318,104 @@ def test_unknown_engine(engine) -> None:
         simulate(Scenario(**TINY), engine=engine)
     assert info.value.field == "engine"
     assert "reference" in info.value.allowed
+
+
+# -- memory layouts: layout, memslots, split_ratio --------------------------------
+
+TWO_SLOTS = [{"gpa": 0, "size": "640KiB"}, {"gpa": "1MiB", "size": "2047MiB", "page_size": "1G"}]
+
+
+def slots_with(i: int, **changes) -> list[dict]:
+    slots = [dict(slot) for slot in TWO_SLOTS]
+    slots[i].update(changes)
+    return slots
+
+
+def test_memslots_give_guest_memory_and_the_layout_label() -> None:
+    s = Scenario(memslots=TWO_SLOTS, page_size="2M", populated_ratio=0.5)
+    assert s.guest_memory == (640 << 10) + (2047 << 20)
+    assert s.layout == "memslots"
+    # A slot takes the scenario's page size and ratios where it sets none.
+    assert [slot.page_size for slot in s.slots] == ["2M", "1G"]
+    assert {slot.populated_ratio for slot in s.slots} == {0.5}
+    assert Scenario(**s.to_dict()) == s  # round trip
+    given = dict(memslots=TWO_SLOTS, page_size="2M", populated_ratio=0.5)
+    assert Scenario(**given, guest_memory=s.guest_memory) == s
+
+
+@pytest.mark.parametrize(
+    "slots, field, allowed",
+    [
+        # overlapping: slot 1 starts inside slot 0
+        (slots_with(1, gpa="512KiB"), "memslots[1].gpa", "do not overlap"),
+        # listed out of order, overlapping: the error names the slot as listed
+        (list(reversed(slots_with(0, size="2MiB"))), "memslots[0].gpa", "do not overlap"),
+        # not 4 KiB-aligned
+        (slots_with(1, gpa=(1 << 20) + 512), "memslots[1].gpa", "multiple of 4KiB"),
+        (slots_with(0, size=6000), "memslots[0].size", "multiple of 4KiB"),
+        # beyond host_phys_bits (46: 64 TiB)
+        (slots_with(1, gpa="64TiB", size="1GiB"), "memslots[1].gpa", "2^host_phys_bits"),
+        (slots_with(1, gpa="63TiB", size="2TiB"), "memslots[1].size", "2^host_phys_bits"),
+        # unknown page size, ratios outside [0, 1]
+        (slots_with(1, page_size="512G"), "memslots[1].page_size", "'1G'"),
+        (slots_with(0, populated_ratio=1.5), "memslots[0].populated_ratio", "[0, 1]"),
+        (slots_with(1, split_ratio=-0.1), "memslots[1].split_ratio", "[0, 1]"),
+        (slots_with(1, accessed_ratio=0.2, dirty_ratio=0.5), "memslots[1].dirty_ratio", "at most"),
+        # malformed slots and lists
+        (slots_with(0, base=0), "memslots[0].base", "one of"),
+        ([{"gpa": 0}], "memslots[0].size", "gpa and size"),
+        ([{"gpa": 0, "size": 0}], "memslots[0].size", "positive"),
+        ([], "memslots", "non-empty"),
+        ("0-2GiB", "memslots", "non-empty list"),
+        ([42], "memslots[0]", "mapping"),
+    ],
+)
+def test_memslots_rejected(slots, field, allowed) -> None:
+    with pytest.raises(ScenarioError) as info:
+        Scenario(memslots=slots)
+    err = info.value
+    assert err.field == field
+    assert allowed in err.allowed
+    assert field in str(err)
+
+
+def test_memslots_guest_memory_must_be_their_total() -> None:
+    err = rejects("guest_memory", memslots=TWO_SLOTS, guest_memory="2GiB")
+    assert "2047MiB" not in err.allowed and "total" in err.allowed
+
+
+@pytest.mark.parametrize("layout", ["q36", "", None, 1, "memslots"])
+def test_unknown_layout(layout) -> None:
+    err = rejects("layout", layout=layout)
+    assert "flat" in err.allowed and "q35" in err.allowed
+
+
+def test_a_preset_layout_with_memslots_is_rejected() -> None:
+    err = rejects("layout", layout="q35", memslots=TWO_SLOTS)
+    assert "memslots" in err.allowed
+
+
+@pytest.mark.parametrize(
+    "memory, page_size", [("1MiB", "4K"), ("640KiB", "4K"), ("4KiB", "4K"), ("512KiB", "4K")]
+)
+def test_q35_too_small_for_its_low_slots(memory, page_size) -> None:
+    err = rejects("guest_memory", layout="q35", guest_memory=memory, page_size=page_size)
+    assert "1MiB" in err.allowed and "q35" in err.allowed
+
+
+def test_q35_smallest_guests() -> None:
+    assert Scenario(layout="q35", guest_memory=(1 << 20) + 4096).slots[1].size == 4096
+    assert len(Scenario(layout="q35", guest_memory="2MiB", page_size="2M").slots) == 2
+
+
+def test_q35_beyond_host_phys_bits_counts_the_hole_below_4gib() -> None:
+    """12 GiB of q35 RAM reaches 14 GiB: over 2^33 = 8 GiB, though 12 GiB
+    would fit flat under 2^34."""
+    err = rejects("guest_memory", layout="q35", guest_memory="12GiB", host_phys_bits=33)
+    assert "2^host_phys_bits" in err.allowed and "q35" in err.allowed
+    Scenario(layout="q35", guest_memory="12GiB", host_phys_bits=34)
+
+
+@pytest.mark.parametrize("ratio", [-0.01, 1.01, math.nan, "0.2", True])
+def test_split_ratio_outside_unit_interval(ratio) -> None:
+    rejects("split_ratio", split_ratio=ratio)

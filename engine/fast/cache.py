@@ -22,6 +22,9 @@ class GuestCache:
         "accessed_ratio",
         "dirty_ratio",
         "seed",
+        "layout",
+        "memslots",
+        "split_ratio",
     )
 
     def __init__(self, size: int = 2):

@@ -1,11 +1,13 @@
 """The guest's page table in aggregate: which tables exist at each level, the
-leaf counts of each leaf table, and what each table's subtree holds.
+leaves each table holds itself (``runs``), and what each subtree holds.
 
 Nothing here depends on a cost model or on scheduling, so one Guest serves
 every scenario of one VM shape (``GuestCache``).  What is asked more than
 once (visited entries, child runs, subtree sums, reductions over all leaf
 tables) is kept.  Per-table arrays exist only where they are small or
-cheap: a 16 TiB guest has 8M leaf tables, whose counts stay int16.
+cheap: a 16 TiB guest has 8M level-1 tables, whose counts stay int16.  A
+table may hold leaves and child tables at once (a slot's edge, a split
+huge page): its subtree sums add what it holds to what its children do.
 """
 
 from __future__ import annotations
@@ -16,23 +18,9 @@ from typing import NamedTuple
 import numpy as np
 
 from ..geometry import PTES_PER_TABLE, SPTE_LEVEL_BITS, pages_per_spte, table_span
-from ..population import LeafTableCounts, leaf_table_count, leaf_table_counts
 from ..scenario import Scenario
-from .arrays import CHUNK, first_of_runs, linear_max, per_run
-
-
-def compact_leaf_table_counts(scenario: Scenario) -> LeafTableCounts:
-    """leaf_table_counts() of every leaf table, drawn a chunk at a time and
-    kept as int16 (counts are at most 512): a 16 TiB guest has 8M leaf
-    tables, and four int64 arrays of them would be 256 MiB."""
-    total = leaf_table_count(scenario)
-    out = LeafTableCounts(*(np.empty(total, dtype=np.int16) for _ in range(4)))
-    for lo in range(0, total, CHUNK):
-        hi = min(total, lo + CHUNK)
-        chunk = leaf_table_counts(scenario, np.arange(lo, hi, dtype=np.int64))
-        for name in ("entries", "present", "accessed", "dirty"):
-            getattr(out, name)[lo:hi] = getattr(chunk, name)
-    return out
+from .arrays import first_of_runs, linear_max, per_run
+from .runs import LeafLevel, leaf_levels, parent_tables
 
 
 class Children(NamedTuple):
@@ -67,11 +55,11 @@ class SubtreeSums:
 @dataclass
 class Guest:
     """The built page table, in aggregate: per level the sorted indices of
-    the tables that exist (index = base GFN / table span), and the leaf
-    tables' counts."""
+    the tables that exist (index = base GFN / table span), and per leaf
+    level (1 to 3) the leaves its tables hold (``runs.LeafLevel``)."""
 
     scenario: Scenario
-    counts: LeafTableCounts  # int16, every leaf table of the guest (empty ones too)
+    leaves: dict[int, LeafLevel]
     exist: dict[int, np.ndarray]
     _kept: dict[tuple, object] = field(default_factory=dict)
     # Passes already built on this guest, by (zap level, cleared, costs):
@@ -82,27 +70,83 @@ class Guest:
 
     @classmethod
     def build(cls, scenario: Scenario) -> Guest:
-        counts = compact_leaf_table_counts(scenario)
-        leaf, root = scenario.leaf_level, scenario.root_level
-        exist = {leaf: np.flatnonzero(counts.present > 0).astype(np.int64)}
-        for level in range(leaf + 1, root):
-            below = exist[level - 1] >> SPTE_LEVEL_BITS
-            exist[level] = below[first_of_runs(below)]
+        leaves = leaf_levels(scenario)
+        root = scenario.root_level
+        exist: dict[int, np.ndarray] = {}
+        below = np.zeros(0, dtype=np.int64)
+        for level in range(1, root):
+            up = parent_tables(below)
+            if level in leaves:
+                leaf = leaves[level]
+                holds = leaf.held[0] > 0
+                holding = leaf.tables if holds.all() else leaf.tables[holds]
+                up = holding if not len(up) else np.union1d(up, holding)
+            exist[level] = below = up
         exist[root] = np.zeros(1, dtype=np.int64)
-        return cls(scenario, counts, exist)
-
-    @property
-    def leaf_level(self) -> int:
-        return self.scenario.leaf_level
+        return cls(scenario, leaves, exist)
 
     @property
     def root_level(self) -> int:
         return self.scenario.root_level
 
+    @property
+    def lowest(self) -> int:
+        """The lowest level with a table (the root's, for an empty guest)."""
+        return min(level for level, t in self.exist.items() if len(t))
+
+    @property
+    def tables(self) -> int:
+        """Tables that exist, the root included."""
+        return sum(len(t) for t in self.exist.values())
+
     def _keep(self, key: tuple, make):
         if key not in self._kept:
             self._kept[key] = make()
         return self._kept[key]
+
+    def present_at(self, level: int) -> int:
+        """Present leaves at ``level`` (4K, 2M or 1G)."""
+        return self.leaves[level].present if level in self.leaves else 0
+
+    def position(self, level: int) -> np.ndarray | None:
+        """Per existing table at a leaf level, its position in the level's
+        LeafLevel.tables, or -1 if it holds no run; None when the two lists
+        are the same (every table that holds a run exists, and only those)."""
+
+        def make():
+            leaf, tables = self.leaves[level], self.exist[level]
+            if tables is leaf.tables or (
+                len(leaf.tables) == len(tables) and np.array_equal(leaf.tables, tables)
+            ):
+                return None
+            pos = np.searchsorted(leaf.tables, tables)
+            ok = pos < len(leaf.tables)
+            ok[ok] = leaf.tables[pos[ok]] == tables[ok]
+            return np.where(ok, pos, -1)
+
+        return self._keep(("position", level), make)
+
+    def aligned(self, level: int, values: np.ndarray, fill=0) -> np.ndarray:
+        """Per-LeafLevel-table ``values`` per existing table at ``level``."""
+        pos = self.position(level)
+        if pos is None:
+            return values
+        out = np.full(len(pos), fill, dtype=values.dtype)
+        ok = pos >= 0
+        out[ok] = values[pos[ok]]
+        return out
+
+    def held(self, level: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """(present, accessed, dirty) leaves each existing table at ``level``
+        holds itself (int16), or None if no table at that level holds any."""
+
+        def make():
+            leaf = self.leaves.get(level)
+            if leaf is None or not leaf.present:
+                return None
+            return tuple(self.aligned(level, c) for c in leaf.held)
+
+        return self._keep(("held", level), make)
 
     # Walk geometry -----------------------------------------------------
 
@@ -151,23 +195,20 @@ class Guest:
         """Subtree sums of the tables at ``level`` after passes up to zap
         level ``cleared`` (None: nothing cleared yet).  After a pass at
         level c, the tables at c are empty and those below are gone."""
-        lowest = self.leaf_level if cleared is None else cleared
 
         def make() -> SubtreeSums:
-            if level == lowest and cleared is None:
-                # The leaf tables themselves.  Their counts cover every leaf
-                # table, existing or not; the existing ones are exist[leaf].
-                c = self.counts
-                every = len(self.exist[level]) == len(c.present)
-                counts = (c.present, c.accessed, c.dirty)
-                return SubtreeSums(*(x if every else x[self.exist[level]] for x in counts), 1)
-            if level == lowest:
+            if cleared is not None and level == cleared:
                 return SubtreeSums(0, 0, 0, 1)
+            own = self.held(level)
+            if level <= self.lowest:  # nothing below (no table below the lowest)
+                if own is None:
+                    return SubtreeSums(0, 0, 0, 1)
+                return SubtreeSums(*own, 1)
             child = self.subtree(level - 1, cleared)
-            return SubtreeSums(
-                *(self.per_table(level, v) for v in (child.leaves, child.accessed, child.dirty)),
-                tables=1 + self.per_table(level, child.tables),
-            )
+            counts = [self.per_table(level, v) for v in (child.leaves, child.accessed, child.dirty)]
+            if own is not None:
+                counts = [c + o for c, o in zip(counts, own, strict=True)]
+            return SubtreeSums(*counts, tables=1 + self.per_table(level, child.tables))
 
         return self._keep(("subtree", level, cleared), make)
 
@@ -215,16 +256,18 @@ class Guest:
 
         return self._keep(("subtree_field_max", level, cleared, name, drop_last), make)
 
-    def leaf_counts_any(self, drop_last: bool) -> tuple[bool, bool, bool]:
-        """Whether any existing leaf table (but the last one when
-        ``drop_last``) has a present, an accessed, a dirty leaf."""
+    def held_any(self, level: int, drop_last: bool) -> tuple[bool, bool, bool]:
+        """Whether any existing table at ``level`` (but the last one when
+        ``drop_last``) holds a present, an accessed, a dirty leaf itself."""
 
         def make():
-            c = self.counts
-            upto = int(self.exist[self.leaf_level][-1]) if drop_last else len(c.present)
-            return tuple(bool(x[:upto].any()) for x in (c.present, c.accessed, c.dirty))
+            own = self.held(level)
+            if own is None:
+                return (False, False, False)
+            upto = len(own[0]) - drop_last
+            return tuple(bool(x[:upto].any()) for x in own)
 
-        return self._keep(("leaf_counts_any", drop_last), make)
+        return self._keep(("held_any", level, drop_last), make)
 
 
-__all__ = ["Children", "Guest", "SubtreeSums", "compact_leaf_table_counts"]
+__all__ = ["Children", "Guest", "SubtreeSums"]

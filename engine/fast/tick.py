@@ -1,8 +1,10 @@
 """A pass under ``resched=tick``: need_resched is raised every interval of
 zap time, and the next check that may yield does.
 
-The work is in placing yields: the next one is the first visit reached by a
-step side whose check comes at or after the next multiple of the interval.
+The work is in placing yields: the next one is the first visit whose check
+comes at or after the next multiple of the interval, if the walk made
+progress (a step side) since the last yield, else the first step side after
+it.
 It is found by binary search on the pass's running cost over its pieces
 (``Pieces``), then on the closed-form prefix cost of the bottom table's
 entries where it falls; nothing else is read entry by entry.  The loop is

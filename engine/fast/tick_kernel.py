@@ -18,8 +18,8 @@ from numba import njit
 from ..geometry import PTES_PER_TABLE
 
 # Bottom kinds (bottom.Bottom.tick_prefix): how a bottom table's entry
-# prefix costs are found.
-SKIP, LEAF, TABLE = 0, 1, 2
+# prefix costs are found.  MIXED has both parts: LEAF | TABLE.
+SKIP, LEAF, TABLE, MIXED = 0, 1, 2, 3
 
 # The Timeline state the kernel reads and writes, as int64 slots.
 CLOCK, CLEARED_AT, HOLD_START, HOLD_TABLES, PENDING = 0, 1, 2, 3, 4
@@ -39,9 +39,9 @@ def _splitmix64(z):
 
 
 @njit(cache=True)
-def _rank_map(order_key, table):
-    """population.rank_map_key for one table: (multiplier index, offset)."""
-    k = _splitmix64(_splitmix64(np.uint64(table) ^ order_key))
+def _rank_map(order_key, key):
+    """population.rank_map_key for one run key: (multiplier index, offset)."""
+    k = _splitmix64(_splitmix64(key ^ order_key))
     k = np.int64(k >> np.uint64(32))
     return k & 15, (k >> 4) & (ENTRIES - 1)
 
@@ -75,16 +75,6 @@ def _bisect(values, lo, hi, x):
 
 
 @njit(cache=True)
-def _leaf_prefix(rank_counts, m, add, p, a, d, j, visit, entry_present, accessed_ps, dirty_ps):
-    """(cost with visits, clears) of the first j entries of a full leaf table
-    with counts p, a, d and rank map (m, add)."""
-    pj = _ranked_below(rank_counts, m, add, j, p)
-    aj = _ranked_below(rank_counts, m, add, j, a)
-    dj = _ranked_below(rank_counts, m, add, j, d)
-    return j * visit + pj * entry_present + aj * accessed_ps + dj * dirty_ps, pj
-
-
-@njit(cache=True)
 def _child_prefix(below, lo, base, j, cost_sums, table_sums, cost_each, tables_each):
     """(cost of the child tables, tables freed, clears) among the first j
     entries of a table whose children start at below[lo] (its base GFN
@@ -97,9 +87,53 @@ def _child_prefix(below, lo, base, j, cost_sums, table_sums, cost_each, tables_e
 
 
 @njit(cache=True)
+def _leaf_prefix(rank_counts, m, add, p, a, d, j, visit, entry_present, accessed_ps, dirty_ps):
+    """(cost with visits, clears) of the first j entries of a table of one
+    whole-table run with thresholds p, a, d and rank map (m, add)."""
+    pj = _ranked_below(rank_counts, m, add, j, p)
+    aj = _ranked_below(rank_counts, m, add, j, a)
+    dj = _ranked_below(rank_counts, m, add, j, d)
+    return j * visit + pj * entry_present + aj * accessed_ps + dj * dirty_ps, pj
+
+
+@njit(cache=True)
+def _leaf_counts(j, t, rr0, rr1, m, add, tp, ta, td, s0, rank_counts, run_lo, run_hi, run_m,
+                 run_add, run_th, split, split_cum):  # fmt: skip
+    """(present, accessed, dirty) leaves among the first j entries of a
+    bottom table (index t): over its partial runs [rr0, rr1) if it has any,
+    else its whole-table run (rank map (m, add), thresholds tp, ta, td);
+    minus the split entries among them (from s0 on), which hold no leaf."""
+    p = a = d = np.int64(0)
+    if rr0 < rr1:
+        for r in range(rr0, rr1):
+            lo = run_lo[r]
+            if j <= lo:
+                break
+            jj = min(j, run_hi[r])
+            rm, radd = run_m[r], run_add[r]
+            p += _ranked_below(rank_counts, rm, radd, jj, run_th[r, 0])
+            p -= _ranked_below(rank_counts, rm, radd, lo, run_th[r, 0])
+            a += _ranked_below(rank_counts, rm, radd, jj, run_th[r, 1])
+            a -= _ranked_below(rank_counts, rm, radd, lo, run_th[r, 1])
+            d += _ranked_below(rank_counts, rm, radd, jj, run_th[r, 2])
+            d -= _ranked_below(rank_counts, rm, radd, lo, run_th[r, 2])
+    else:
+        p = _ranked_below(rank_counts, m, add, j, tp)
+        a = _ranked_below(rank_counts, m, add, j, ta)
+        d = _ranked_below(rank_counts, m, add, j, td)
+    if len(split):
+        s1 = _bisect(split, s0, len(split), t * ENTRIES + j)
+        p -= split_cum[s1, 0] - split_cum[s0, 0]
+        a -= split_cum[s1, 1] - split_cum[s0, 1]
+        d -= split_cum[s1, 2] - split_cum[s0, 2]
+    return p, a, d
+
+
+@njit(cache=True)
 def _in_table(
     kind, b, lo, hi, y, visit, entry_present, accessed_ps, dirty_ps, tables,
-    present, accessed, dirty, order_key, rank_counts, partial_b, partial_sums,
+    th_p, th_a, th_d, tslot, salts, order_key, rank_counts, run_b, run_lo, run_hi, run_m,
+    run_add, run_th, split, split_cum,
     child_lo, below, child_cost, child_tables, child_cost_each, child_tables_each,
 ):  # fmt: skip
     """In bottom table b: the first entry j in [lo, hi) whose prefix cost is
@@ -111,46 +145,81 @@ def _in_table(
         else:
             j = lo if y <= 0 else hi
         return j, j * visit, np.int64(0), np.int64(0)
-    if kind == LEAF:
-        for i in range(len(partial_b)):
-            if partial_b[i] == b:  # running sums given in full
-                while lo < hi:
-                    mid = (lo + hi) // 2
-                    if partial_sums[i, 0, mid] >= y:
-                        hi = mid
-                    else:
-                        lo = mid + 1
-                return lo, partial_sums[i, 0, lo], partial_sums[i, 1, lo], partial_sums[i, 2, lo]
-        t = tables[b]
-        m, add = _rank_map(order_key, t)
-        p, a, d = np.int64(present[t]), np.int64(accessed[t]), np.int64(dirty[t])
+    t = tables[b]
+    leaves, children = (kind & LEAF) != 0, (kind & TABLE) != 0
+    rr0 = rr1 = s0 = m = add = tp = ta = td = np.int64(0)
+    if leaves:
+        rr0 = _bisect(run_b, 0, len(run_b), b)
+        rr1 = _bisect(run_b, rr0, len(run_b), b + 1)
+        if rr0 == rr1:  # one run over the whole table
+            m, add = _rank_map(order_key, np.uint64(t) ^ salts[tslot[b]])
+            tp, ta, td = np.int64(th_p[b]), np.int64(th_a[b]), np.int64(th_d[b])
+        if len(split):
+            s0 = _bisect(split, 0, len(split), t * ENTRIES)
+    if leaves and not children and rr0 == rr1 and not len(split):
+        # One run over the whole table, nothing carved out: the prefix
+        # counts come from the rank-count table alone (most 4K tables).
         while lo < hi:
             mid = (lo + hi) // 2
-            cost = _leaf_prefix(
-                rank_counts, m, add, p, a, d, mid, visit, entry_present, accessed_ps, dirty_ps
-            )[0]
+            cost = _leaf_prefix(rank_counts, m, add, tp, ta, td, mid, visit, entry_present,
+                                accessed_ps, dirty_ps)[0]  # fmt: skip
             if cost >= y:
                 hi = mid
             else:
                 lo = mid + 1
-        cost, ops = _leaf_prefix(
-            rank_counts, m, add, p, a, d, lo, visit, entry_present, accessed_ps, dirty_ps
-        )
+        cost, ops = _leaf_prefix(rank_counts, m, add, tp, ta, td, lo, visit, entry_present,
+                                 accessed_ps, dirty_ps)  # fmt: skip
         return lo, cost, np.int64(0), ops
-    first, base = child_lo[b], tables[b] * ENTRIES
-    while lo < hi:
-        mid = (lo + hi) // 2
-        cost = _child_prefix(
-            below, first, base, mid, child_cost, child_tables, child_cost_each, child_tables_each
-        )[0]
-        if mid * visit + cost >= y:
-            hi = mid
+    first, base = (child_lo[b], t * ENTRIES) if children else (np.int64(0), np.int64(0))
+    cost = freed = ops = np.int64(0)
+    while True:
+        j = (lo + hi) // 2 if lo < hi else lo
+        cost, freed, ops = j * visit, np.int64(0), np.int64(0)
+        if leaves:
+            p, a, d = _leaf_counts(j, t, rr0, rr1, m, add, tp, ta, td, s0, rank_counts, run_lo,
+                                   run_hi, run_m, run_add, run_th, split, split_cum)  # fmt: skip
+            cost += p * entry_present + a * accessed_ps + d * dirty_ps
+            ops += p
+        if children:
+            c, f, n = _child_prefix(below, first, base, j, child_cost, child_tables,
+                                    child_cost_each, child_tables_each)  # fmt: skip
+            cost += c
+            freed += f
+            ops += n
+        if lo >= hi:
+            return lo, cost, freed, ops
+        if cost >= y:
+            hi = j
         else:
-            lo = mid + 1
-    cost, freed, ops = _child_prefix(
-        below, first, base, lo, child_cost, child_tables, child_cost_each, child_tables_each
-    )
-    return lo, lo * visit + cost, freed, ops
+            lo = j + 1
+
+
+@njit(cache=True)
+def _armed(ss, k, ks, js):
+    """Whether the walk made progress (a step side) between the search start
+    (piece ks, visit js) and the step-down visit at piece k's head or first
+    bottom entry: the step side that began its chain is the last head at or
+    before k reached by a step side (the heads in between are entry 0 of
+    their tables; the first chain of a pass has none)."""
+    c = k
+    while c >= 0 and not ss[c]:
+        c -= 1
+    return c >= 0 and (c > ks or (c == ks and js == 0))
+
+
+@njit(cache=True)
+def _next_step_side(head, ss, bidx, n, k, v):
+    """The first visit after visit v of piece k reached by a step side: a head
+    reached by one, or a bottom entry but the first (the piece count if none)."""
+    v += 1
+    while k < len(bidx):
+        if v == 0 and head == 1 and ss[k]:
+            return k, np.int64(0)
+        b = bidx[k]
+        if b >= 0 and max(v, head + 1) < head + n[b]:
+            return k, np.int64(max(v, head + 1))
+        k, v = k + 1, np.int64(0)
+    return k, np.int64(0)
 
 
 @njit(cache=True)
@@ -202,41 +271,71 @@ def tick_walk(
     bp,  # bottom.Bottom.tick_prefix
     max_yields,
 ):
-    (present, accessed, dirty, order_key, rank_counts, partial_b, partial_sums, child_lo, below,
-     child_cost, child_tables, child_cost_each, child_tables_each) = bp  # fmt: skip
+    (th_p, th_a, th_d, tslot, salts, order_key, rank_counts, run_b, run_lo, run_hi, run_m, run_add,
+     run_th, split, split_cum, child_lo, below, child_cost, child_tables, child_cost_each,
+     child_tables_each) = bp  # fmt: skip
     npieces = len(bidx)
     has_tables = len(cum_tables) > 0
     has_ops = len(cum_ops) > 0
     here_c = here_t = here_o = np.int64(0)
     k = j = np.int64(0)  # the first (piece, visit) that may yield
+    ks = js = np.int64(0)  # where the search began: the visit after the last yield
     while True:
-        # The next yield: the first visit reached by a step side whose check
-        # (after its visit cost) sees the next multiple of the interval.
+        # The next yield: the first visit whose check (after its visit cost)
+        # sees the next multiple of the interval, if the walk made progress
+        # (a step side) since the last yield; otherwise the first step side
+        # after it.
         boundary = (st[CLEARED_AT] // interval + 1) * interval
         x = boundary - visit - (st[CLOCK] - here_c)
         kx = _gallop(cum_cost, k, x)
         if kx > k:
             k, j = kx, 0
         found = -1
+        late = False  # the boundary fell on a visit that may not yield
         in_cost = in_freed = in_ops = np.int64(0)
         while k < npieces:
             start = cum_cost[k]
-            if head == 1 and j == 0 and ss[k] and start >= x:
-                found = 0
-                break
             b = bidx[k]
+            if head == 1 and j == 0 and start >= x:
+                if ss[k] or _armed(ss, k, ks, js):
+                    found = 0
+                else:
+                    late = True
+                break
             if b >= 0:
-                # Bottom entry 0 is reached by the step down: from entry 1 on.
+                if head == 1 and j <= 1 and start + visit >= x:
+                    # Bottom entry 0, reached by the step down from the head.
+                    if _armed(ss, k, ks, js):
+                        found = 1
+                    else:
+                        late, found = True, 1
+                    break
                 e, in_cost, in_freed, in_ops = _in_table(
                     kind, b, max(j - head, 1), n[b], x - start - head * visit, visit,
                     entry_present, accessed_ps, dirty_ps, tables,
-                    present, accessed, dirty, order_key, rank_counts, partial_b, partial_sums,
+                    th_p, th_a, th_d, tslot, salts, order_key, rank_counts, run_b, run_lo, run_hi,
+                    run_m, run_add, run_th, split, split_cum,
                     child_lo, below, child_cost, child_tables, child_cost_each, child_tables_each,
                 )  # fmt: skip
                 if e < n[b]:
                     found = head + e
                     break
             k, j = k + 1, 0
+        if late:
+            # Every later check sees the boundary: the next step side yields.
+            k, found = _next_step_side(head, ss, bidx, n, k, max(found, 0))
+            if k < npieces and found > head:
+                e = found - head
+                b = bidx[k]
+                _, in_cost, in_freed, in_ops = _in_table(
+                    kind, b, e, e, np.int64(0), visit,
+                    entry_present, accessed_ps, dirty_ps, tables,
+                    th_p, th_a, th_d, tslot, salts, order_key, rank_counts, run_b, run_lo, run_hi,
+                    run_m, run_add, run_th, split, split_cum,
+                    child_lo, below, child_cost, child_tables, child_cost_each, child_tables_each,
+                )  # fmt: skip
+            elif k >= npieces:
+                found = -1
         if found < 0:
             break
         # Move to where visit `found` of piece k starts.
@@ -279,6 +378,7 @@ def tick_walk(
             j = found + 1
         else:
             k, j = k + 1, 0
+        ks, js = k, j
     # The rest of the pass.
     st[CLOCK] += cum_cost[npieces] - here_c
     if has_tables:

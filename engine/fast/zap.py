@@ -19,7 +19,7 @@ from .zap_pass import Pass
 
 WALKS = {"never": run_never, "always": run_always, "tick": run_tick}
 
-# Leaf tables up to which a cached guest keeps its passes: 2^16 tables is
+# Tables up to which a cached guest keeps its passes: 2^16 tables is about
 # 128 GiB of 4K pages, and a few dozen MiB of pass arrays.
 PASS_CACHE_TABLES = 1 << 16
 
@@ -29,7 +29,7 @@ def simulate_fast(scenario: Scenario, cm: CostModel, guests: GuestCache | None =
     costs = Costs(scenario, cm)
     tl = FastTimeline(scenario, cm)
     walk = WALKS[scenario.resched]
-    keep = guests is not None and len(guest.counts.present) <= PASS_CACHE_TABLES
+    keep = guests is not None and guest.tables <= PASS_CACHE_TABLES
     cleared: int | None = None
     for zap_level in scenario.zap_level_numbers:
         key = (zap_level, cleared, costs.key)
@@ -48,4 +48,6 @@ def simulate_fast(scenario: Scenario, cm: CostModel, guests: GuestCache | None =
         if not isinstance(p.bottom, SkipBottom):
             cleared = zap_level
     tl.removed_entries_scanned = PTES_PER_TABLE * tl.tables_freed
+    # The strategy ends at the root: every present leaf is cleared once.
+    tl.leaves_by_level = [0, *(guest.present_at(level) for level in (1, 2, 3))]
     return tl.result()

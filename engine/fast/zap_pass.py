@@ -6,10 +6,13 @@ level B in pre-order.  A visit *steps down* after a present table entry
 above B (to entry 0 of the child), and otherwise the walk *steps side*.  So
 the walk is a sequence of *chains*: a visit reached by a step side, then the
 step-downs below it, down to the first entry that does not step down (its
-*chain end*: a bottom entry, or a non-present entry above B).  Only a
-step-side visit can yield (the forward-progress rule), so yields fall
-between chains, and everything the ``always`` walk reports follows from
-per-level counts, the first and last chain, and maxima over chain ends.
+*chain end*: a bottom entry, or a non-present entry or a leaf above B).  A
+visit may yield only if the walk made progress since the last yield (the
+forward-progress rule): a chain's visits after its first one may, if the
+first did not.  When every check that may yield does (``always``), only
+step sides yield, so yields fall between chains, and everything the
+``always`` walk reports follows from per-level counts, the first and last
+chain, and maxima over chain ends.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from engine import RESULT_FIELDS, SCENARIO_FIELDS, Scenario
+from engine import RESULT_FIELDS, SCENARIO_FIELDS, Scenario, memslots_text
 
 from .layout import PARTITION_COLUMNS
 
@@ -36,6 +36,9 @@ _SCENARIO_TYPES = {
     "flush_on_yield": pa.bool_(),
     "rcu_stall_timeout_s": pa.float64(),
     "seed": pa.int64(),
+    "layout": pa.string(),
+    "memslots": pa.string(),  # engine.memslots_text: canonical JSON, null for a preset layout
+    "split_ratio": pa.float64(),
 }
 assert set(_SCENARIO_TYPES) == set(SCENARIO_FIELDS), "schema out of step with engine.Scenario"
 
@@ -66,9 +69,12 @@ FILE_SCHEMA = pa.schema([f for f in ROW_SCHEMA if f.name not in PARTITION_COLUMN
 
 
 def scenario_columns(scenario: Scenario) -> dict[str, Any]:
-    """The scenario as Parquet columns: zap_levels as text, floats as floats."""
+    """The scenario as Parquet columns: zap_levels and memslots as text (the
+    slot list in engine.memslots_text's one stable form, null for a preset
+    layout), floats as floats."""
     row = scenario.to_dict()
     row["zap_levels"] = ",".join(scenario.zap_levels)
+    row["memslots"] = memslots_text(scenario.memslots)
     for name in FLOAT_FIELDS:
         row[name] = float(row[name])
     row["strategy"] = scenario.strategy

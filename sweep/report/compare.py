@@ -103,17 +103,31 @@ def _memory(v) -> str:
     return "none" if v is None else format_memory(int(v))
 
 
-def _group(depth, page, strategy) -> str:
-    return f"{depth}-level {page} {strategy}"
+def _shared_keys(a: Source, b: Source) -> list[str]:
+    """The verdict groups of a comparison: paging depth, page size, strategy,
+    and the layout fields that vary in both runs (summary.verdict_keys)."""
+    ka, kb = summary.verdict_keys(a), summary.verdict_keys(b)
+    return [k for k in ka if k in kb]
+
+
+def _group(keys: list[str], values: tuple) -> str:
+    """A verdict group in words: "5-level 4K root", "5-level q35 split 0.2 4K root"."""
+    named = dict(zip(keys, values, strict=True))
+    parts = [f"{named['paging_levels']}-level"]
+    if "layout" in named:
+        parts.append(str(named["layout"]))
+    if "split_ratio" in named:
+        parts.append(f"split {named['split_ratio']:g}")
+    return " ".join([*parts, str(named["page_size"]), str(named["strategy"])])
 
 
 def verdict_changes(a: Source, b: Source, budget_ms: float) -> list[str]:
     """Each verdict (per paging depth, page size, strategy) that differs between
     the runs, as ``what, group: A -> B``; then the groups only one run has."""
-    keys = list(VERDICT_KEYS)
+    keys = _shared_keys(a, b)
     cols = ["under_budget_up_to", "stall_free_up_to"]
-    va = summary.verdicts(a, budget_ms).select(*keys, *cols, "largest_memory")
-    vb = summary.verdicts(b, budget_ms).select(*keys, *cols, "largest_memory")
+    va = summary.verdicts(a, budget_ms, keys).select(*keys, *cols, "largest_memory")
+    vb = summary.verdicts(b, budget_ms, keys).select(*keys, *cols, "largest_memory")
     both = va.join(vb, on=keys, how="full", suffix="_b", coalesce=True, nulls_equal=True)
     both = summary.sort_groups(both.lazy(), keys).collect()
     budget = fmt_seconds(budget_ms / 1e3)
@@ -127,14 +141,14 @@ def verdict_changes(a: Source, b: Source, budget_ms: float) -> list[str]:
     for row in both.to_dicts():
         group = tuple(row[k] for k in keys)
         if group not in in_a or group not in in_b:
-            only.append(f"only in {'B' if group in in_b else 'A'}: {_group(*group)}")
+            only.append(f"only in {'B' if group in in_b else 'A'}: {_group(keys, group)}")
             continue
         tested = row["largest_memory"], row["largest_memory_b"]
         for c in cols:
             if row[c] != row[f"{c}_b"]:
                 was = _bound(row[c], tested[0], tested[1])
                 now = _bound(row[c + "_b"], tested[1], tested[0])
-                lines.append(f"{what[c]}, {_group(*group)}: {was} -> {now}")
+                lines.append(f"{what[c]}, {_group(keys, group)}: {was} -> {now}")
     return lines + only
 
 
@@ -151,12 +165,14 @@ def _bound(value, largest, other_largest) -> str:
 
 
 def headline_compare(a: Source, b: Source) -> pl.DataFrame:
-    """Per paging depth, page size and strategy: worst operation, worst RCU hold
-    and stalls in A and B (all strings, for the terminal)."""
-    keys = list(VERDICT_KEYS)
+    """Per paging depth, page size and strategy (and the layout fields that vary
+    in both runs): worst operation, worst RCU hold and stalls in A and B (all
+    strings, for the terminal)."""
+    keys = _shared_keys(a, b)
+    layout = [k for k in keys if k not in VERDICT_KEYS]
     cols = ["worst_max_op_ns", "worst_max_rcu_hold_ns", "stalls"]
-    va = summary.verdicts(a).select(*keys, *cols)
-    vb = summary.verdicts(b).select(*keys, *cols)
+    va = summary.verdicts(a, keys=keys).select(*keys, *cols)
+    vb = summary.verdicts(b, keys=keys).select(*keys, *cols)
     both = va.join(vb, on=keys, how="full", suffix="_b", coalesce=True, nulls_equal=True)
     both = summary.sort_groups(both.lazy(), keys).collect()
 
@@ -172,9 +188,11 @@ def headline_compare(a: Source, b: Source) -> pl.DataFrame:
     rows = []
     for r in both.to_dicts():
         strategy = r["strategy"] if len(r["strategy"]) <= 18 else r["strategy"][:17] + "…"
+        shape = " ".join(f"split {r[k]:g}" if k == "split_ratio" else str(r[k]) for k in layout)
         rows.append(
             {
                 "paging": str(r["paging_levels"]),
+                **({"layout": shape} if layout else {}),
                 "page": r["page_size"],
                 "strategy": strategy,
                 "worst op A": ns(r["worst_max_op_ns"]),
@@ -185,11 +203,13 @@ def headline_compare(a: Source, b: Source) -> pl.DataFrame:
                 "stalls A→B": f"{count(r['stalls'])}→{count(r['stalls_b'])}",
             }
         )
-    return pl.DataFrame(rows, schema={c: pl.String for c in HEADLINE_COMPARE_COLUMNS})
+    columns = [c for c in HEADLINE_COMPARE_COLUMNS if c != "layout" or layout]
+    return pl.DataFrame(rows, schema={c: pl.String for c in columns})
 
 
 HEADLINE_COMPARE_COLUMNS = (
     "paging",
+    "layout",  # when a layout field varies in both runs
     "page",
     "strategy",
     "worst op A",
@@ -207,7 +227,7 @@ def plain_table(df: pl.DataFrame) -> str:
         return ""
     cells = [list(df.columns)] + [[str(v) for v in r] for r in df.rows()]
     widths = [max(len(row[i]) for row in cells) for i in range(df.width)]
-    left = {"page", "strategy"}
+    left = {"layout", "page", "strategy"}
 
     def line(row: list[str]) -> str:
         parts = [

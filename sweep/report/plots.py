@@ -6,6 +6,7 @@ Each function takes an already aggregated ``polars.DataFrame`` (see
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -19,7 +20,7 @@ from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from engine import format_memory
 
-from .summary import HEATMAP_PANEL_KEYS, STRATEGY_ORDER
+from .summary import HEATMAP_PANEL_KEYS, LAYOUT_KEYS, STRATEGY_ORDER
 
 DPI = 110
 PAGE_SIZE_STYLE = {"4K": "-", "2M": "--", "1G": ":"}
@@ -75,6 +76,13 @@ def _empty(fig: Figure, path: Path, message: str) -> Path:
     return path
 
 
+LAYOUT_MARKERS = ("o", "s", "^", "D", "v", "P", "X")
+
+
+def _variant_name(column: str, value) -> str:
+    return f"split {value:g}" if column == "split_ratio" else str(value)
+
+
 def plot_latency_vs_memory(
     curve: pl.DataFrame, path: Path, budget_ms: float, stall_timeout_s: float
 ) -> Path:
@@ -87,25 +95,35 @@ def plot_latency_vs_memory(
     colors = strategy_colors(curve["strategy"].unique().to_list())
     axes = fig.subplots(1, len(depths), sharey=True, squeeze=False)[0]
     page_sizes = [p for p in PAGE_SIZE_STYLE if p in set(curve["page_size"].to_list())]
+    # Layout fields that vary (summary.verdict_keys): one line each, told
+    # apart by marker.
+    extra = [c for c in LAYOUT_KEYS if c in curve.columns]
+    variants = curve.select(extra).unique(maintain_order=True).sort(extra).rows() if extra else [()]
+    markers = dict(zip(variants, itertools.cycle(LAYOUT_MARKERS), strict=False))
     for ax, depth in zip(axes, depths, strict=True):
         sub = curve.filter(pl.col("paging_levels") == depth)
         for strategy in _ordered_strategies(sub):
             for page_size in page_sizes:
-                line = sub.filter(
-                    (pl.col("strategy") == strategy) & (pl.col("page_size") == page_size)
-                ).sort("guest_memory")
-                if not line.height:
-                    continue
-                label = strategy if len(page_sizes) == 1 else f"{strategy} ({page_size})"
-                ax.plot(
-                    line["guest_memory"].to_numpy(),
-                    line["worst_max_op_ns"].to_numpy() / 1e9,
-                    PAGE_SIZE_STYLE[page_size],
-                    marker="o",
-                    markersize=4,
-                    color=colors[strategy],
-                    label=label,
-                )
+                for variant in variants:
+                    match = (pl.col("strategy") == strategy) & (pl.col("page_size") == page_size)
+                    for c, v in zip(extra, variant, strict=True):
+                        match &= pl.col(c) == v
+                    line = sub.filter(match).sort("guest_memory")
+                    if not line.height:
+                        continue
+                    detail = ([page_size] if len(page_sizes) > 1 else []) + [
+                        _variant_name(c, v) for c, v in zip(extra, variant, strict=True)
+                    ]
+                    label = f"{strategy} ({', '.join(detail)})" if detail else strategy
+                    ax.plot(
+                        line["guest_memory"].to_numpy(),
+                        line["worst_max_op_ns"].to_numpy() / 1e9,
+                        PAGE_SIZE_STYLE[page_size],
+                        marker=markers[variant],
+                        markersize=4,
+                        color=colors[strategy],
+                        label=label,
+                    )
         ax.axhline(budget_ms / 1e3, color="crimson", lw=1.2, ls="-.")
         ax.axhline(stall_timeout_s, color="black", lw=1.2, ls="-.")
         ax.text(

@@ -27,7 +27,6 @@ from .plots import fmt_seconds
 from .summary import (
     DEFAULT_GROUP_KEYS,
     VERDICT_COLUMNS,
-    VERDICT_KEYS,
     Results,
     Source,
     open_results,
@@ -69,11 +68,15 @@ def fmt_plain(v: Any) -> str:
     return str(v)
 
 
+# Scenario fields named *_ratio are fractions, shown as given (not as "1.23x").
+SCENARIO_RATIOS = ("populated_ratio", "accessed_ratio", "dirty_ratio", "split_ratio")
+
+
 def _formatter(column: str) -> Callable[[Any], str]:
     column = column.removesuffix("_a").removesuffix("_b")  # compare's two runs
     if column.endswith("_ns"):
         return fmt_ns
-    if column.endswith("_ratio") and column not in ("dirty_ratio", "accessed_ratio"):
+    if column.endswith("_ratio") and column not in SCENARIO_RATIOS:
         return fmt_ratio
     if column in ("guest_memory", "largest_memory") or column.endswith(("_up_to", "_from")):
         return fmt_mem
@@ -131,6 +134,8 @@ def terminal_table(df: pl.DataFrame) -> str:
 
 HEADLINE_HEADERS = {
     "paging_levels": "paging",
+    "layout": "layout",
+    "split_ratio": "split",
     "page_size": "page",
     "strategy": "strategy",
     "cells": "cells",
@@ -145,9 +150,16 @@ HEADLINE_HEADERS = {
 }
 
 
+def verdict_group(verdicts: pl.DataFrame) -> list[str]:
+    """The verdict keys of a verdicts table (summary.verdict_keys): the
+    paging depth, the layout fields that vary, the page size, the strategy."""
+    return [c for c in summary.VERDICT_KEY_ORDER if c in verdicts.columns]
+
+
 def headline(verdicts: pl.DataFrame, price: pl.DataFrame) -> pl.DataFrame:
-    """Per paging depth, page size and strategy: the numbers a reviewer reads first."""
-    keys = list(VERDICT_KEYS)
+    """Per paging depth, page size and strategy (and layout, split ratio when
+    they vary): the numbers a reviewer reads first."""
+    keys = verdict_group(verdicts)
     ratio = price.select(*keys, "median_ratio")
     out = verdicts.join(ratio, on=keys, how="left", maintain_order="left")
     out = out.with_columns(
@@ -156,17 +168,27 @@ def headline(verdicts: pl.DataFrame, price: pl.DataFrame) -> pl.DataFrame:
         .otherwise(pl.col("median_ratio"))
         .alias("median_ratio")
     )
-    return out.select(list(HEADLINE_HEADERS))
+    return out.select(c for c in HEADLINE_HEADERS if c in out.columns)
+
+
+def _group_name(key: str, value: Any) -> str:
+    if key == "paging_levels":
+        return f"{value}-level paging"
+    if key == "page_size":
+        return f"{value} pages"
+    if key == "split_ratio":
+        return f"split ratio {fmt_plain(value)}"
+    return f"{value} layout"
 
 
 def verdict_lines(verdicts: pl.DataFrame, budget_ms: float) -> list[str]:
-    """One sentence per paging depth and page size, judged at its largest guest."""
+    """One sentence per paging depth and page size (and layout, split ratio
+    when they vary), judged at its largest guest."""
     budget_ns = budget_ms * 1e6
     budget = fmt_seconds(budget_ms / 1e3)
     lines = []
-    for (depth, page), grp in verdicts.filter(pl.col("cells") > 0).group_by(
-        ["paging_levels", "page_size"], maintain_order=True
-    ):
+    by = [k for k in verdict_group(verdicts) if k != "strategy"]
+    for values, grp in verdicts.filter(pl.col("cells") > 0).group_by(by, maintain_order=True):
         largest = grp["largest_memory"].max()
         at = grp.filter(pl.col("largest_memory") == largest)
         under = at.filter(pl.col("worst_op_at_largest_ns") < budget_ns)
@@ -180,8 +202,9 @@ def verdict_lines(verdicts: pl.DataFrame, budget_ms: float) -> list[str]:
                 for s, v in df.select("strategy", "worst_op_at_largest_ns").rows()
             )
 
+        group = ", ".join(_group_name(k, v) for k, v in zip(by, values, strict=True))
         text = (
-            f"**{depth}-level paging, {page} pages, {fmt_mem(largest)} guest:** worst operation "
+            f"**{group}, {fmt_mem(largest)} guest:** worst operation "
             f"under {budget} with {names(under) if under.height else 'no strategy'}"
         )
         text += f"; over {budget} with {names(over)}. " if over.height else ". "
@@ -249,8 +272,9 @@ def collect(
 ) -> ReportData:
     keys = tuple(group_keys or DEFAULT_GROUP_KEYS)
     lf = results.scan()
-    verdicts = summary.verdicts(lf, budget_ms)
-    price = summary.price_of_safety(lf)
+    verdict_keys = summary.verdict_keys(lf)
+    verdicts = summary.verdicts(lf, budget_ms, verdict_keys)
+    price = summary.price_of_safety(lf, keys=verdict_keys)
     summ = summary.summarize(lf, keys)
     plot_summary = summ if keys == DEFAULT_GROUP_KEYS else summary.summarize(lf)
     return ReportData(
@@ -263,7 +287,7 @@ def collect(
         verdicts=verdicts,
         price=price,
         headline=headline(verdicts, price),
-        curve=summary.memory_curve(lf),
+        curve=summary.memory_curve(lf, verdict_keys),
         rcu_grid=summary.rcu_hold_grid(lf),
         plot_summary=plot_summary,
         error_count=summary.error_count(lf),
@@ -339,8 +363,9 @@ class Section:
 def sections(data: ReportData, plot_paths: dict[str, Path]) -> list[Section]:
     """The report's content, in order, for both renderers."""
     budget = fmt_seconds(data.budget_ms / 1e3)
+    keys = verdict_group(data.verdicts)
     price = data.price.select(
-        *VERDICT_KEYS, "pairs", "median_ratio", "min_ratio", "max_ratio", "total_ratio"
+        *keys, "pairs", "median_ratio", "min_ratio", "max_ratio", "total_ratio"
     )
     headline_headers = {
         **HEADLINE_HEADERS,
@@ -376,7 +401,9 @@ def sections(data: ReportData, plot_paths: dict[str, Path]) -> list[Section]:
             "Headline",
             (
                 Text(
-                    "Per paging depth, page size and strategy, worst over every other field. "
+                    "Per paging depth, page size and strategy (and memory layout and split "
+                    "ratio, where the dataset holds more than one), worst over every other "
+                    "field. "
                     f"*under {budget} up to*: the largest guest memory such that it and every "
                     "smaller one tested keep the worst single operation strictly under the "
                     "budget; *no stall up to*: the same for RCU stalls; *total vs root*: "
@@ -389,7 +416,7 @@ def sections(data: ReportData, plot_paths: dict[str, Path]) -> list[Section]:
             "Verdict details",
             (
                 Table(
-                    display(data.verdicts.select(*VERDICT_KEYS, *VERDICT_COLUMNS)),
+                    display(data.verdicts.select(*keys, *VERDICT_COLUMNS)),
                     folded="Verdict details",
                 ),
             ),
@@ -607,8 +634,9 @@ def write_report(
 def headline_table(path: Source, budget_ms: float = DEFAULT_BUDGET_MS) -> str:
     """The headline table and verdict lines, for the terminal."""
     lf = summary.scan(path)
-    v = summary.verdicts(lf, budget_ms)
-    table = headline(v, summary.price_of_safety(lf))
+    verdict_keys = summary.verdict_keys(lf)
+    v = summary.verdicts(lf, budget_ms, verdict_keys)
+    table = headline(v, summary.price_of_safety(lf, keys=verdict_keys))
     budget = fmt_seconds(budget_ms / 1e3)
     headers = {**HEADLINE_HEADERS, "under_budget_up_to": f"under {budget} up to"}
     lines = [terminal_table(display(table, headers))]

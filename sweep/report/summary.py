@@ -33,8 +33,12 @@ DEFAULT_GROUP_KEYS: tuple[str, ...] = (
     "resched",
     "mmu_lock",
 )
-# Verdicts and the price of safety are judged per paging depth and page size.
+# Verdicts and the price of safety are judged per paging depth and page size,
+# and per memory layout and split ratio where a dataset holds more than one
+# (verdict_keys): a worst case over q35 and flat guests answers neither.
 VERDICT_KEYS: tuple[str, ...] = ("paging_levels", "page_size", "strategy")
+LAYOUT_KEYS: tuple[str, ...] = ("layout", "split_ratio")
+VERDICT_KEY_ORDER: tuple[str, ...] = (VERDICT_KEYS[0], *LAYOUT_KEYS, *VERDICT_KEYS[1:])
 # What verdicts() says per group of VERDICT_KEYS, beside its counts and worst cases.
 VERDICT_COLUMNS: tuple[str, ...] = (
     "largest_memory",
@@ -136,6 +140,7 @@ def scan(source: Source) -> pl.LazyFrame:
 DISPLAY_ORDER: dict[str, tuple[str, ...]] = {
     "strategy": STRATEGY_ORDER,
     "page_size": ("4K", "2M", "1G"),
+    "layout": ("flat", "q35", "memslots"),
 }
 
 
@@ -204,12 +209,27 @@ def summarize(source: Source, group_keys: Sequence[str] = DEFAULT_GROUP_KEYS) ->
 # --------------------------------------------------------------------------- verdicts
 
 
-def memory_curve(source: Source) -> pl.DataFrame:
-    """Worst case per paging depth, page size, strategy and guest memory (ok cells).
+def verdict_keys(source: Source) -> tuple[str, ...]:
+    """VERDICT_KEYS, with the LAYOUT_KEYS that take more than one value in
+    the dataset after the paging depth (a dataset written before layouts
+    existed has none: its rows are flat guests)."""
+    lf = scan(source)
+    names = lf.collect_schema().names()
+    present = [k for k in LAYOUT_KEYS if k in names]
+    varying = []
+    if present:
+        counts = lf.select(pl.col(k).n_unique() for k in present).collect().row(0)
+        varying = [k for k, n in zip(present, counts, strict=True) if n > 1]
+    return tuple(k for k in VERDICT_KEY_ORDER if k in VERDICT_KEYS or k in varying)
+
+
+def memory_curve(source: Source, keys: Sequence[str] | None = None) -> pl.DataFrame:
+    """Worst case per verdict group (``keys``, default verdict_keys) and
+    guest memory (ok cells).
 
     The curve behind the verdicts and the latency-vs-memory plot.
     """
-    keys = [*VERDICT_KEYS, "guest_memory"]
+    keys = [*(keys or verdict_keys(source)), "guest_memory"]
     agg = (
         scan(source)
         .filter(OK)
@@ -225,8 +245,11 @@ def memory_curve(source: Source) -> pl.DataFrame:
     return sort_groups(agg, keys).collect()
 
 
-def verdicts(source: Source, budget_ms: float = 100.0) -> pl.DataFrame:
-    """Per paging depth, page size and strategy: how large a guest stays safe.
+def verdicts(
+    source: Source, budget_ms: float = 100.0, keys: Sequence[str] | None = None
+) -> pl.DataFrame:
+    """Per paging depth, page size and strategy (and layout, split ratio:
+    ``keys``, default verdict_keys): how large a guest stays safe.
 
     The worst operation of a guest memory is the largest ``max_op_ns`` over
     every ok cell of that memory (all other scenario fields included).
@@ -245,8 +268,8 @@ def verdicts(source: Source, budget_ms: float = 100.0) -> pl.DataFrame:
     """
     budget_ns = budget_ms * 1e6
     lf = scan(source)
-    curve = memory_curve(lf).lazy()
-    group = list(VERDICT_KEYS)
+    group = list(keys or verdict_keys(lf))
+    curve = memory_curve(lf, group).lazy()
     flagged = curve.sort("guest_memory").with_columns(
         (pl.col("worst_max_op_ns") >= budget_ns).alias("_over"),
         (pl.col("stalls") > 0).alias("_stall"),
@@ -287,29 +310,31 @@ def verdicts(source: Source, budget_ms: float = 100.0) -> pl.DataFrame:
     return sort_groups(out, group).collect()
 
 
-def price_of_safety(source: Source, baseline: str = BASELINE_STRATEGY) -> pl.DataFrame:
+def price_of_safety(
+    source: Source, baseline: str = BASELINE_STRATEGY, keys: Sequence[str] | None = None
+) -> pl.DataFrame:
     """Total time of each strategy relative to ``baseline`` on the same cells.
 
     A cell of strategy S is paired with the baseline cell that matches it on
     every field of CELL_MATCH_KEYS present in the dataset (every scenario
-    field but ``zap_levels``, plus engine and cost model). Per paging depth,
-    page size and strategy: ``pairs``, the median / min / max of
+    field but ``zap_levels``, plus engine and cost model). Per verdict group
+    (``keys``, default verdict_keys): ``pairs``, the median / min / max of
     ``total_ns / baseline total_ns`` and ``total_ratio`` = sum over pairs of
     total_ns / sum of baseline total_ns.
     """
     lf = scan(source)
     names = lf.collect_schema().names()
-    keys = [k for k in CELL_MATCH_KEYS if k in names]
-    ok = lf.filter(OK).select(*keys, "strategy", "total_ns")
+    group = list(keys or verdict_keys(lf))
+    match = [k for k in CELL_MATCH_KEYS if k in names]
+    ok = lf.filter(OK).select(*match, "strategy", "total_ns")
     base = ok.filter(pl.col("strategy") == baseline).select(
-        *keys, pl.col("total_ns").alias("baseline_total_ns")
+        *match, pl.col("total_ns").alias("baseline_total_ns")
     )
     pairs = (
         ok.filter(pl.col("strategy") != baseline)
-        .join(base, on=keys, how="inner", nulls_equal=True)
+        .join(base, on=match, how="inner", nulls_equal=True)
         .with_columns((pl.col("total_ns") / pl.col("baseline_total_ns")).alias("ratio"))
     )
-    group = list(VERDICT_KEYS)
     agg = pairs.group_by(group).agg(
         pl.len().cast(pl.Int64).alias("pairs"),
         pl.col("ratio").median().alias("median_ratio"),

@@ -21,10 +21,15 @@ class GridConfig:
     paired by position, so they must have equal lengths).  ``exclude`` lists
     rules, each a mapping axis -> value (or list of values); a cell matching
     every entry of a rule is left out.  Values compare as written in the grid.
+
+    ``memslots`` values are slot lists (each a list of mappings with ``gpa``,
+    ``size`` and optional ``page_size`` and ratios, sizes like ``"2GiB"``);
+    ``null`` is the preset ``layout``.  A memslot cell's guest memory is its
+    slots' total: ``guest_memory`` null (the default: 1 GiB for a preset).
     """
 
     paging_levels: list[int] = field(default_factory=lambda: [4])
-    guest_memory: list[str] = field(default_factory=lambda: ["1GiB"])
+    guest_memory: list[str | None] = field(default_factory=lambda: [None])
     page_size: list[str] = field(default_factory=lambda: ["4K"])
     populated_ratio: list[float] = field(default_factory=lambda: [1.0])
     accessed_ratio: list[float] = field(default_factory=lambda: [1.0])
@@ -38,6 +43,9 @@ class GridConfig:
     flush_on_yield: list[bool] = field(default_factory=lambda: [False])
     rcu_stall_timeout_s: list[float] = field(default_factory=lambda: [21.0])
     seed: list[int] = field(default_factory=lambda: [0])
+    layout: list[str] = field(default_factory=lambda: ["flat"])
+    memslots: list[Any] = field(default_factory=lambda: [None])
+    split_ratio: list[float] = field(default_factory=lambda: [0.0])
     zip: list[list[str]] = field(default_factory=list)
     exclude: list[dict[str, Any]] = field(default_factory=list)
 

@@ -1,6 +1,7 @@
 """The grid: axes -> combinations -> scenarios, lazily and by index.
 
-A grid gives a list of values per Scenario field.  Cells are the Cartesian
+A grid gives a list of values per Scenario field (for ``memslots``, a list
+of slot lists; one slot list alone is one value).  Cells are the Cartesian
 product of the axes, where a ``zip`` group of axes moves together (values
 paired by position), minus the cells an ``exclude`` rule matches.  A
 combination the engine rejects (``ScenarioError``) is dropped and counted by
@@ -77,6 +78,8 @@ class Axis:
 def _as_list(key: str, value: Any) -> list:
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
         value = [value]  # a scalar override (grid.vcpus=8) is a one-value axis
+    elif key == "memslots" and value and all(isinstance(v, Mapping) for v in value):
+        value = [value]  # one slot list is a one-value axis of memslots
     return list(value)
 
 
