@@ -42,9 +42,10 @@ def shell_blocks(text: str) -> list[str]:
 
 
 def commands(block: str) -> list[list[str]]:
-    """Each line's commands (``a && b`` is two), comments dropped."""
+    """Each line's commands (``a && b`` is two), comments dropped; a line ending
+    in a backslash goes on on the next."""
     out = []
-    for line in block.splitlines():
+    for line in block.replace("\\\n", " ").splitlines():
         words = shlex.split(line, comments=True)
         while words:
             cut = words.index("&&") if "&&" in words else len(words)
