@@ -18,21 +18,13 @@ import time
 from pathlib import Path
 
 import pytest
+from test_resume import ARGS as SLOW_ARGS
 
 from sweep.dataset import open_dataset
 from sweep.report import cli as report_cli
 
 ZAPSWEEP = str(Path(sys.executable).with_name("zapsweep"))
-ARGS = [
-    "grid=smoke",
-    "grid.seed=[0,1,2]",  # 192 cells
-    "engine=reference",
-    "report=false",
-    "progress.bar=false",
-    "batch.size=2",
-    "batch.max_in_flight=1",
-    "ray.num_cpus=1",
-]
+ARGS = [*SLOW_ARGS, "grid.seed=[0,1,2]"]  # 192 cells, two a task, one task at a time
 ENV = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "HYDRA_FULL_ERROR")}
 LINE = re.compile(
     r"interrupted \((?P<sig>SIG\w+)\): (?P<saved>\d+) cells saved in (?P<dir>\S+), "

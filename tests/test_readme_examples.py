@@ -2,7 +2,9 @@
 rewritten only where it must be: sweeps on the smoke grid and in a temporary
 run directory, ``ray.address=auto`` onto a real Ray cluster this test starts
 on loopback, placeholders (``RUN``, ``RUN_A``, ``outputs/<date>/<time>``) onto
-the runs made by the examples before them.  The install steps and ``pytest``
+the runs made by the examples before them.  The sweeps after the first
+start their Ray with one CPU: those that stand on their own run two at a
+time (this is the suite's longest test).  The install steps and ``pytest``
 are what ``.ci/run`` runs.  A command this file does not know fails the test,
 naming it: an example added to the README is run, or the test says why not.
 """
@@ -133,15 +135,14 @@ class Examples:
                 run_dir = Path(self.place(value))
                 continue
             if key == "ray.address" and value == "auto":
-                if self.cluster is None:
-                    self.cluster = Cluster(self.tmp)
-                env.update(self.cluster.env)
-                a = f"ray.address=127.0.0.1:{self.cluster.port}"
+                a = self.join(env)
             if key.startswith("cost_model") and value not in ("seed-2022", "upstream-6.13"):
                 out.append(f"hydra.searchpath=[file://{self.searchpath}]")
             out.append(a)
         self.n += 1
         first = "RUN" not in self.runs
+        if not first and not any(a.startswith(("ray.address=", "ray.num_cpus=")) for a in out):
+            out.append("ray.num_cpus=1")  # two run at once on the machine's two cores
         run_dir = run_dir or self.tmp / "runs" / str(self.n)
         if first:
             self.runs["RUN"] = run_dir
@@ -151,6 +152,13 @@ class Examples:
         if not first:
             argv.append("report=false")  # the first example's report is the one looked at
         return argv, env, run_dir
+
+    def join(self, env: dict[str, str]) -> str:
+        """The test's cluster (started on first use), as a ``ray.address`` setting."""
+        if self.cluster is None:
+            self.cluster = Cluster(self.tmp)
+        env.update(self.cluster.env)
+        return f"ray.address=127.0.0.1:{self.cluster.port}"
 
     def calibrate(self, args: list[str]) -> list[str]:
         from test_calibrate import TRUTH, measured, measurement_design
