@@ -17,11 +17,23 @@ from .cost_model import (
     load_cost_model,
     total_ps,
 )
+from .events import ZapEvents, zap_events
 from .fast import GuestCache
+from .kernel import (
+    PREEMPT_MODELS,
+    ROOT_ZAP_MODES,
+    TRIGGERS,
+    KernelPreset,
+    available_kernels,
+    kernel_preset,
+)
 from .memslot import Memslot, memslots_text
 from .result import RESULT_FIELDS, ZapResult
 from .scenario import (
+    KERNEL_STRATEGY,
     LAYOUT_PRESETS,
+    PART_I_VALUES,
+    PRESET_FIELDS,
     SCENARIO_FIELDS,
     Scenario,
     strategy_levels,
@@ -63,7 +75,13 @@ def simulate(
 
 __all__ = [
     "COST_FIELDS",
+    "KERNEL_STRATEGY",
     "LAYOUT_PRESETS",
+    "PART_I_VALUES",
+    "PREEMPT_MODELS",
+    "PRESET_FIELDS",
+    "ROOT_ZAP_MODES",
+    "TRIGGERS",
     "DEFAULT_COST_MODEL",
     "ENGINES",
     "ENGINE_VERSION",
@@ -71,18 +89,23 @@ __all__ = [
     "SCENARIO_FIELDS",
     "CostModel",
     "GuestCache",
+    "KernelPreset",
     "Memslot",
     "Scenario",
     "ScenarioError",
+    "ZapEvents",
     "ZapResult",
     "available_cost_models",
+    "available_kernels",
     "event_counts",
     "total_ps",
     "format_memory",
+    "kernel_preset",
     "load_cost_model",
     "memslots_text",
     "parse_memory",
     "simulate",
     "strategy_levels",
     "strategy_name",
+    "zap_events",
 ]

@@ -3,8 +3,10 @@
 It builds the page table explicitly and walks it with the same verbs as
 arch/x86/kvm/mmu/tdp_iter.c (step down, step side, step up, restart), runs
 the body of tdp_mmu_zap_root() on every visit, and removes child tables
-recursively as handle_removed_pt() does.  Clarity beats speed: this engine is
-the oracle the fast engine must equal.
+recursively as handle_removed_pt() does.  Each root (the main one, and
+SMM's) is zapped by its own tdp_mmu_zap_root() call: one after another on
+one timeline, or by parallel workers, one timeline each.  Clarity beats
+speed: this engine is the oracle the fast engine must equal.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from .memslot import Memslot
 from .population import ACCESSED, DIRTY, NONPRESENT, run_codes, run_counts, run_key, split_mask
 from .result import ZapResult
 from .scenario import LEVEL_BY_NAME, Scenario
-from .timeline import Timeline
+from .timeline import Timeline, zap_result
 
 
 class Table:
@@ -199,24 +201,25 @@ def visit_budget(root: Table, root_level: int) -> int:
 
 class RootZap:
     """tdp_mmu_zap_root(): the passes of one strategy, back to back under one
-    RCU read-side section that only a yield drops."""
+    RCU read-side section that only a yield drops.  ``scenario`` is the
+    root's (``Scenario.roots``), ``timeline`` the task's that zaps it."""
 
-    def __init__(self, scenario: Scenario, cost_model: CostModel):
+    def __init__(self, scenario: Scenario, cost_model: CostModel, timeline: Timeline):
         self.scenario = scenario
         self.cm = cost_model
         self.shared = scenario.mmu_lock == "read"
-        self.timeline = Timeline(scenario, cost_model)
+        self.timeline = timeline
 
-    def run(self) -> ZapResult:
+    def run(self) -> None:
         root = build_page_table(self.scenario)
         budget = visit_budget(root, self.scenario.root_level)
         for zap_level in self.scenario.zap_level_numbers:
             self.zap_pass(root, zap_level, budget)
-        return self.timeline.result()
 
     def zap_pass(self, root: Table, zap_level: int, budget: int) -> None:
         tl = self.timeline
-        it = TdpIter(root, self.scenario.root_level, zap_level, 0)
+        # The walk's iterator, kept where an observer (engine.recording) can read it.
+        self.iter = it = TdpIter(root, self.scenario.root_level, zap_level, 0)
         end = self.scenario.end_gfn
         visits = 0
         while it.valid and it.gfn < end:
@@ -228,7 +231,7 @@ class RootZap:
                 )
             tl.begin_visit()
             # tdp_mmu_iter_cond_resched(): yield only after forward progress.
-            if it.next_last_level_gfn != it.yielded_gfn and tl.need_resched():
+            if it.next_last_level_gfn != it.yielded_gfn and tl.need_break():
                 tl.yield_cpu()
                 it.yielded = True
                 it.next()
@@ -250,6 +253,8 @@ class RootZap:
         """Clear one present SPTE at ``level``; returns the leaves it cleared."""
         tl, cm = self.timeline, self.cm
         tl.clock += cm.spte_clear_ps + (cm.atomic_write_ps if self.shared else 0)
+        if self.shared and self.scenario.flush_on_remove:
+            tl.inline_flush()  # tdp_mmu_zap_spte_atomic() flushes what it froze
         if isinstance(spte, Table):
             return self.remove_table(spte)
         self.zap_leaf(spte, level)
@@ -259,6 +264,8 @@ class RootZap:
         tl, cm = self.timeline, self.cm
         tl.leaf_zapped += 1
         tl.leaves_by_level[level] += 1
+        if not self.scenario.ad_writeback:  # the struct page is left alone
+            return
         if code & ACCESSED == ACCESSED:
             tl.accessed_writebacks += 1
             tl.clock += cm.accessed_writeback_ps
@@ -284,9 +291,19 @@ class RootZap:
             else:
                 self.zap_leaf(spte, table.level)
                 leaves += 1
+        if self.scenario.flush_on_remove:  # before the table can be reused
+            tl.inline_flush()
         tl.table_freed()
         return leaves
 
 
 def simulate_reference(scenario: Scenario, cost_model: CostModel) -> ZapResult:
-    return RootZap(scenario, cost_model).run()
+    """Zap every root: serially on one timeline, or in parallel on one each."""
+    timelines: list[Timeline] = []
+    for root in scenario.roots:
+        if timelines and scenario.root_zap == "serial":
+            timelines[-1].next_root()
+        else:
+            timelines.append(Timeline(scenario, cost_model))
+        RootZap(root, cost_model, timelines[-1]).run()
+    return zap_result(timelines, len(scenario.roots))

@@ -15,6 +15,10 @@ class ZapResult:
     cost model charges can be derived from this record (``engine.events``).
     ``leaves_4k``, ``leaves_2m`` and ``leaves_1g`` (spec section 12) are the
     present leaves cleared at each level; they sum to ``leaf_zapped``.
+    ``roots_zapped`` counts the roots torn down (2 with an SMM root);
+    ``total_ns`` is the CPU time summed over them, ``wall_ns`` the time
+    until the last is done: the same when one task zaps them one after
+    another, the slowest root when parallel workers do.
     """
 
     visits: int
@@ -35,6 +39,8 @@ class ZapResult:
     leaves_4k: int
     leaves_2m: int
     leaves_1g: int
+    roots_zapped: int
+    wall_ns: int
 
     def to_dict(self) -> dict:
         # Not dataclasses.asdict: its deep copy costs more than a sweep row.

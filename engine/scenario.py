@@ -6,6 +6,7 @@ Vocabulary follows arch/x86/kvm/mmu: level 1 = 4K, 2 = 2M, 3 = 1G, 4 = 512G,
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections.abc import Mapping, Sequence
@@ -13,6 +14,14 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from .geometry import PAGE_SHIFT, PTES_PER_TABLE, level_bytes
+from .kernel import (
+    MMU_LOCK_MODES,
+    PREEMPT_MODELS,
+    ROOT_ZAP_MODES,
+    TRIGGERS,
+    KernelPreset,
+    kernel_preset,
+)
 from .memslot import (
     MAX_MEMSLOTS,
     MEMSLOT_FIELDS,
@@ -31,7 +40,6 @@ PAGE_SIZES = ("4K", "2M", "1G")
 PAGING_LEVELS = (4, 5)
 RESCHED_POLICIES = ("always", "never", "tick")
 LAYOUT_PRESETS = ("flat", "q35")
-MMU_LOCK_MODES = ("write", "read")
 DEFAULT_HOST_PHYS_BITS = {4: 46, 5: 52}
 # x86 MAXPHYADDR is at most 52 bits; below 32 no real host exists.
 HOST_PHYS_BITS_RANGE = (32, 52)
@@ -39,6 +47,51 @@ HOST_PHYS_BITS_RANGE = (32, 52)
 # The four strategies the spec names (section 4). "per_level" depends on the
 # paging depth; "upstream" has no 512G pass even with 5-level paging.
 NAMED_STRATEGIES = ("root", "two_pass", "per_level", "upstream")
+# zap_levels="kernel": the kernel preset's own strategy.
+KERNEL_STRATEGY = "kernel"
+
+# The fields a kernel preset sets (for the scenario's trigger), and what
+# each means without a preset: Part I's kernel.  Left None, a field takes
+# the preset's value, or this one.
+PRESET_FIELDS: dict[str, Any] = {
+    "zap_levels": ("1G", "root"),
+    "mmu_lock": "write",
+    "flush_on_yield": False,
+    "ad_writeback": True,
+    "root_zap": "serial",
+    "flush_on_remove": False,
+}
+# The fields added with roots, kernels, triggers and contention (spec
+# sections 10 to 12), at the value that means "as in Part I".
+PART_I_VALUES: dict[str, Any] = {
+    "smm_populated_ratio": 0.0,
+    "root_zap": "serial",
+    "kernel": None,
+    "trigger": "memslot",
+    "ad_writeback": True,
+    "preempt": "voluntary",
+    "lock_contention_us": None,
+    "flush_on_remove": False,
+}
+# Address space 1 (SMM) draws its population from a seed of its own.
+_SMM_SEED_SALT = 0x534D4D  # "SMM"
+_MASK64 = (1 << 64) - 1
+
+
+def _splitmix64(z: int) -> int:
+    z = (z + 0x9E3779B97F4A7C15) & _MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return z ^ (z >> 31)
+
+
+def address_space_seed(seed: int, as_id: int) -> int:
+    """The seed of address space ``as_id``'s root: ``seed`` itself for the
+    main one (0), a keyed derivation of it for SMM (1), so that the two
+    roots' populations are independent draws."""
+    if as_id == 0:
+        return seed
+    return _splitmix64(seed ^ (_SMM_SEED_SALT << 32 | as_id)) & ((1 << 63) - 1)
 
 
 def strategy_levels(name: str, paging_levels: int) -> tuple[str, ...]:
@@ -115,9 +168,15 @@ def _normalize_zap_levels(value: Any, paging_levels: int) -> tuple[str, ...]:
     return tuple("root" if lv == paging_levels else LEVEL_NAMES[lv] for lv in levels)
 
 
-def _check_choice(name: str, value: Any, choices: tuple) -> None:
+def _check_choice(name: str, value: Any, choices: tuple, more: str = "") -> None:
     if isinstance(value, bool) or value not in choices:
-        raise ScenarioError(name, value, f"one of {list(choices)}")
+        raise ScenarioError(name, value, f"one of {list(choices)}{more}")
+
+
+def _check_bool(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ScenarioError(name, value, "true or false")
+    return value
 
 
 def _check_ratio(name: str, value: Any) -> float:
@@ -139,10 +198,10 @@ def _check_int(name: str, value: Any, lo: int, hi: int | None = None) -> int:
     return value
 
 
-def _check_positive(name: str, value: Any, ps_per_unit: int) -> float | int:
+def _check_positive(name: str, value: Any, ps_per_unit: int, more: str = "") -> float | int:
     """A positive finite duration that is at least one picosecond (the
     engines' clock tick), so that it never rounds to zero."""
-    allowed = f"a finite number >= {1 / ps_per_unit:g} (one picosecond)"
+    allowed = f"a finite number >= {1 / ps_per_unit:g} (one picosecond){more and ' ' + more}"
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ScenarioError(name, value, allowed)
     if not (math.isfinite(value) and round(value * ps_per_unit) >= 1):
@@ -241,6 +300,13 @@ class Scenario:
     ``guest_memory`` is the slots' total.  ``page_size``, the ratios and
     ``split_ratio`` apply to every slot of a preset, and to each given slot
     that does not set its own.
+
+    ``kernel`` names a preset (``conf/kernel/<name>.yaml``): the fields of
+    PRESET_FIELDS left None take its values for the ``trigger``, and
+    ``zap_levels="kernel"`` is its strategy; a field given explicitly
+    wins.  Without a kernel they take Part I's values.  The fields hold the
+    resolved values once built, so ``dataclasses.replace`` of a built
+    scenario treats them as explicit.
     """
 
     paging_levels: int = 4
@@ -249,18 +315,26 @@ class Scenario:
     populated_ratio: float = 1.0
     accessed_ratio: float = 1.0
     dirty_ratio: float = 0.5
-    zap_levels: tuple[str, ...] | str = ("1G", "root")
+    zap_levels: tuple[str, ...] | str | None = None  # the kernel's, or 1G,root
     vcpus: int = 1
     host_phys_bits: int | None = None
     resched: str = "tick"
     resched_interval_us: float = 1000
-    mmu_lock: str = "write"
-    flush_on_yield: bool = False
+    mmu_lock: str | None = None  # the kernel's for the trigger, or write
+    flush_on_yield: bool | None = None  # the kernel's for the trigger, or false
     rcu_stall_timeout_s: float = 21
     seed: int = 0
     layout: str = "flat"
     memslots: tuple[Memslot, ...] | None = None
     split_ratio: float = 0.0
+    smm_populated_ratio: float = 0.0  # > 0: a second root, SMM's, over the same slots
+    root_zap: str | None = None  # the kernel's for the trigger, or serial
+    kernel: str | None = None
+    trigger: str = "memslot"
+    ad_writeback: bool | None = None  # the kernel's, or true
+    preempt: str = "voluntary"
+    lock_contention_us: float | None = None  # a waiter for mmu_lock every this many us
+    flush_on_remove: bool | None = None  # the kernel's, or false (a flush per removed table)
 
     def __post_init__(self) -> None:
         s = object.__setattr__
@@ -271,6 +345,12 @@ class Scenario:
         s(self, "dirty_ratio", _check_ratio("dirty_ratio", self.dirty_ratio))
         _check_dirty("", self.dirty_ratio, self.accessed_ratio)
         s(self, "split_ratio", _check_ratio("split_ratio", self.split_ratio))
+        s(
+            self,
+            "smm_populated_ratio",
+            _check_ratio("smm_populated_ratio", self.smm_populated_ratio),
+        )
+        self._apply_kernel()
         s(self, "zap_levels", _normalize_zap_levels(self.zap_levels, self.paging_levels))
         s(self, "vcpus", _check_int("vcpus", self.vcpus, 1))
         bits = self.host_phys_bits
@@ -284,8 +364,18 @@ class Scenario:
             _check_positive("resched_interval_us", self.resched_interval_us, 1_000_000),
         )
         _check_choice("mmu_lock", self.mmu_lock, MMU_LOCK_MODES)
-        if not isinstance(self.flush_on_yield, bool):
-            raise ScenarioError("flush_on_yield", self.flush_on_yield, "true or false")
+        _check_bool("flush_on_yield", self.flush_on_yield)
+        _check_bool("ad_writeback", self.ad_writeback)
+        _check_bool("flush_on_remove", self.flush_on_remove)
+        _check_choice("root_zap", self.root_zap, ROOT_ZAP_MODES)
+        if self.lock_contention_us is not None:
+            s(
+                self,
+                "lock_contention_us",
+                _check_positive(
+                    "lock_contention_us", self.lock_contention_us, 1_000_000, "or null (no waiter)"
+                ),
+            )
         s(
             self,
             "rcu_stall_timeout_s",
@@ -296,6 +386,29 @@ class Scenario:
             self._derive_slots()
         else:
             self._given_slots()
+
+    def _apply_kernel(self) -> None:
+        """Check kernel, trigger and preempt, and fill in the fields left None."""
+        s = object.__setattr__
+        preset = None if self.kernel is None else kernel_preset(self.kernel)
+        _check_choice("trigger", self.trigger, TRIGGERS)
+        models = PREEMPT_MODELS if preset is None else preset.preempt_models
+        more = "" if preset is None else f" (the models kernel {preset.name} has)"
+        _check_choice("preempt", self.preempt, models, more)
+        given = preset.scenario_fields(self.trigger) if preset is not None else PRESET_FIELDS
+        if self.zap_levels == KERNEL_STRATEGY:
+            if preset is None:
+                raise ScenarioError(
+                    "zap_levels", KERNEL_STRATEGY, "'kernel' only with a kernel preset (kernel=...)"
+                )
+            s(self, "zap_levels", None)
+        for name in PRESET_FIELDS:
+            if getattr(self, name) is None:
+                s(self, name, given[name])
+
+    @property
+    def preset(self) -> KernelPreset | None:
+        return None if self.kernel is None else kernel_preset(self.kernel)
 
     def _template(self) -> Memslot:
         return Memslot(
@@ -408,6 +521,55 @@ class Scenario:
         return round(self.resched_interval_us * 1_000_000)
 
     @property
+    def contention_honoured(self) -> bool:
+        """Whether a waiting mmu_lock makes the zap yield: rwlock_needbreak()
+        under this kernel's rule and preemption model (without a kernel, a
+        waiter always gets its yield)."""
+        if self.lock_contention_us is None:
+            return False
+        preset = self.preset
+        return preset is None or self.preempt in preset.contention_honoured
+
+    @property
+    def need_break_intervals_ps(self) -> tuple[int, ...]:
+        """The periods (ps of zap time) at which something asks the zap to
+        yield: need_resched under ``tick``, a waiter for mmu_lock when the
+        kernel honours it.  One yield answers both."""
+        out = []
+        if self.resched == "tick":
+            out.append(self.resched_interval_ps)
+        if self.contention_honoured:
+            out.append(round(self.lock_contention_us * 1_000_000))
+        return tuple(out)
+
+    @property
+    def running_vcpus(self) -> int:
+        """vCPUs a remote TLB flush waits for: every one while the VM runs
+        (a memslot update); none once the VM is being destroyed, when every
+        vCPU's file (and with it its reference to the VM) is gone."""
+        return 0 if self.trigger == "vm_destroy" else self.vcpus
+
+    @functools.cached_property
+    def roots(self) -> tuple[Scenario, ...]:
+        """The roots a zap tears down, one scenario each (their page tables):
+        this one's, then SMM's when ``smm_populated_ratio`` > 0, over the
+        same memslots with each slot's populated_ratio replaced by it, drawn
+        from a seed of its own (``address_space_seed``)."""
+        if not self.smm_populated_ratio:
+            return (self,)
+        ratio = self.smm_populated_ratio
+        smm = dataclasses.replace(
+            self,
+            populated_ratio=ratio,
+            memslots=None
+            if self.memslots is None
+            else tuple(dataclasses.replace(m, populated_ratio=ratio) for m in self.memslots),
+            seed=address_space_seed(self.seed, 1),
+            smm_populated_ratio=0.0,
+        )
+        return (self, smm)
+
+    @property
     def rcu_stall_timeout_ps(self) -> int:
         return round(self.rcu_stall_timeout_s * 1_000_000_000_000)
 
@@ -417,7 +579,10 @@ class Scenario:
 
 SCENARIO_FIELDS = tuple(f.name for f in fields(Scenario))
 __all__ = [
+    "KERNEL_STRATEGY",
     "LAYOUT_PRESETS",
+    "PART_I_VALUES",
+    "PRESET_FIELDS",
     "Memslot",
     "Scenario",
     "ScenarioError",

@@ -2,7 +2,9 @@
 operations, RCU holds, yields and TLB flushes.
 
 Both engines drive one of these, so "when does a yield happen" and "what is
-an operation, an RCU hold" have a single definition.
+an operation, an RCU hold" have a single definition.  A task that zaps
+several roots one after another runs them on one timeline (``next_root``);
+parallel workers have one each, and ``zap_result`` reads them together.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ class Timeline:
     def __init__(self, scenario: Scenario, cost_model: CostModel):
         self.scenario = scenario
         self.cm = cost_model
-        self.flush_ps = cost_model.flush_ps(scenario.vcpus)
-        self.interval_ps = scenario.resched_interval_ps
+        self.flush_ps = cost_model.flush_ps(scenario.running_vcpus)
+        # need_resched (tick) and a waiter for mmu_lock are raised every
+        # interval of zap time; both are answered, and cleared, by a yield.
+        self.intervals_ps = scenario.need_break_intervals_ps
         self.clock = 0  # ps since the zap took RCU and mmu_lock
         self.resched_cleared = 0  # clock when need_resched was last cleared
         self.op_start = 0
@@ -49,19 +53,30 @@ class Timeline:
         self.op_start = self.clock
         self.clock += self.cm.visit_ps
 
-    def need_resched(self) -> bool:
-        """need_resched(): 'always', 'never', or raised at every multiple of
-        resched_interval of zap time and cleared by a yield."""
-        policy = self.scenario.resched
-        if policy == "always":
+    def need_break(self) -> bool:
+        """need_resched() || rwlock_needbreak(): 'always', or raised at every
+        multiple of an interval of zap time (resched_interval under 'tick',
+        lock_contention when honoured) and cleared by a yield."""
+        if self.scenario.resched == "always":
             return True
-        if policy == "never":
-            return False
-        return self.clock // self.interval_ps > self.resched_cleared // self.interval_ps
+        cleared = self.resched_cleared
+        return any(self.clock // i > cleared // i for i in self.intervals_ps)
 
     def end_op(self, leaves: int) -> None:
         self.max_op_ps = max(self.max_op_ps, self.clock - self.op_start)
         self.max_op_leaves = max(self.max_op_leaves, leaves)
+
+    def inline_flush(self) -> None:
+        """A remote TLB flush inside an operation (flush_on_remove); it does
+        not answer a flush pending for the next yield."""
+        self.clock += self.flush_ps
+        self.tlb_flushes += 1
+
+    def next_root(self) -> None:
+        """The next root, in the same task: its own RCU read-side section,
+        taken right after the last one was dropped, with no yield between."""
+        self.end_hold()
+        self.hold_start = self.clock
 
     def table_freed(self) -> None:
         self.tables_freed += 1
@@ -93,25 +108,42 @@ class Timeline:
         self.hold_start = self.clock
         self.resched_cleared = self.clock
 
-    def result(self) -> ZapResult:
-        self.end_hold()
-        return ZapResult(
-            visits=self.visits,
-            yields=self.yields,
-            leaf_zapped=self.leaf_zapped,
-            tables_freed=self.tables_freed,
-            removed_entries_scanned=self.removed_entries_scanned,
-            accessed_writebacks=self.accessed_writebacks,
-            dirty_writebacks=self.dirty_writebacks,
-            tlb_flushes=self.tlb_flushes,
-            max_op_leaves=self.max_op_leaves,
-            max_op_ns=self.max_op_ps // 1000,
-            max_rcu_hold_ns=self.max_hold_ps // 1000,
-            total_ns=self.clock // 1000,
-            rcu_stall=self.max_hold_ps >= self.scenario.rcu_stall_timeout_ps,
-            pending_free_peak_bytes=self.pending_free_peak_tables * TABLE_BYTES,
-            ops=self.ops,
-            leaves_4k=self.leaves_by_level[1],
-            leaves_2m=self.leaves_by_level[2],
-            leaves_1g=self.leaves_by_level[3],
-        )
+
+SUMMED = (
+    "visits",
+    "yields",
+    "ops",
+    "leaf_zapped",
+    "tables_freed",
+    "removed_entries_scanned",
+    "accessed_writebacks",
+    "dirty_writebacks",
+    "tlb_flushes",
+)
+
+
+def zap_result(timelines: list[Timeline], roots: int) -> ZapResult:
+    """The result of a zap of ``roots`` roots run on ``timelines``: one for a
+    serial zap, one per root for parallel workers.  Counts and CPU time
+    (``total_ns``) are summed, maxima taken; ``wall_ns`` is the longest
+    timeline, the task's own when serial, the slowest worker's when parallel."""
+    for tl in timelines:
+        tl.end_hold()
+    sums = {name: sum(getattr(tl, name) for tl in timelines) for name in SUMMED}
+    max_hold = max(tl.max_hold_ps for tl in timelines)
+    scenario = timelines[0].scenario
+    return ZapResult(
+        **{k: v for k, v in sums.items() if k != "ops"},
+        max_op_leaves=max(tl.max_op_leaves for tl in timelines),
+        max_op_ns=max(tl.max_op_ps for tl in timelines) // 1000,
+        max_rcu_hold_ns=max_hold // 1000,
+        total_ns=sum(tl.clock for tl in timelines) // 1000,
+        rcu_stall=max_hold >= scenario.rcu_stall_timeout_ps,
+        pending_free_peak_bytes=max(tl.pending_free_peak_tables for tl in timelines) * TABLE_BYTES,
+        ops=sums["ops"],
+        leaves_4k=sum(tl.leaves_by_level[1] for tl in timelines),
+        leaves_2m=sum(tl.leaves_by_level[2] for tl in timelines),
+        leaves_1g=sum(tl.leaves_by_level[3] for tl in timelines),
+        roots_zapped=roots,
+        wall_ns=max(tl.clock for tl in timelines) // 1000,
+    )

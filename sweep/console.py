@@ -2,9 +2,10 @@
 
 ``OneLineParser`` is argparse's parser with its usage errors on one line
 (``prog: error: ... (see --help)``) instead of the usage text and the error.
-``zapsweep``, ``zapsweep_report`` and ``zapsweep_calibrate`` are the scripts'
-entry points: they import their command's module (Hydra, Polars, Ray: a second
-or so) only once they can say, in one line, that a Ctrl-C came meanwhile.
+``zapsweep``, ``zapsweep_report``, ``zapsweep_calibrate`` and ``zapsweep_trace``
+are the scripts' entry points: they import their command's module (Hydra,
+Polars, Ray: a second or so) only once they can say, in one line, that a
+Ctrl-C came meanwhile.
 """
 
 from __future__ import annotations
@@ -41,6 +42,10 @@ def zapsweep_report() -> NoReturn:
 
 def zapsweep_calibrate() -> NoReturn:
     launch("sweep.calibrate.cli", "zapsweep-calibrate")
+
+
+def zapsweep_trace() -> NoReturn:
+    launch("sweep.trace.cli", "zapsweep-trace")
 
 
 def user_error(prog: str, message: str) -> int:

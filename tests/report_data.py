@@ -66,6 +66,19 @@ SCHEMA = pa.schema(
     ]
 )
 
+# The columns added with kernels, triggers and roots (a dataset written
+# before them has none).
+KERNEL_SCHEMA = pa.schema(
+    list(SCHEMA)
+    + [
+        ("kernel", pa.string()),
+        ("trigger", pa.string()),
+        ("smm_populated_ratio", pa.float64()),
+        ("roots_zapped", pa.int64()),
+        ("wall_ns", pa.int64()),
+    ]
+)
+
 ZAP_LEVELS = {
     (4, "root"): "root",
     (4, "two_pass"): "1G,root",
@@ -142,7 +155,9 @@ def error_row(nulls: bool = True, **kw) -> dict:
     return r
 
 
-def write_dataset(rows: list[dict], results_dir: Path, files: int = 2) -> Path:
+def write_dataset(
+    rows: list[dict], results_dir: Path, files: int = 2, schema: pa.Schema = SCHEMA
+) -> Path:
     """Write ``rows`` as a hive-partitioned dataset, spread over several files."""
     for i, r in enumerate(rows):
         r.setdefault("cell_id", f"cell-{i:04d}")
@@ -150,7 +165,7 @@ def write_dataset(rows: list[dict], results_dir: Path, files: int = 2) -> Path:
         part = rows[k::files]
         if not part:
             continue
-        table = pa.Table.from_pylist(part, schema=SCHEMA)
+        table = pa.Table.from_pylist(part, schema=schema)
         pq.write_to_dataset(
             table,
             results_dir,
@@ -269,6 +284,46 @@ def layout_rows() -> list[dict]:
                 guest_memory=tib * TIB,
                 max_op_ns=op * MS,
                 total_ns=total * MS,
+            )
+        )
+    return rows
+
+
+def kernel_rows() -> list[dict]:
+    """Guests of 64 GiB, 1 TiB and 16 TiB on three kernels and both triggers,
+    one and two roots, and a cell without a kernel; see test_report_summary's
+    kernel tests."""
+    rows = []
+    # (kernel, trigger, memory GiB, max_op ms, rcu hold s, stall, roots, wall ms)
+    for kernel, trigger, gib, op, hold, stall, roots, wall in [
+        ("5.15", "memslot", 64, 900, 0.9, False, 1, 900),
+        ("5.15", "memslot", 1024, 30_000, 30, True, 1, 30_000),
+        ("5.15", "memslot", 1024, 30_000, 30, True, 2, 60_000),
+        ("5.15", "memslot", 16384, 500_000, 500, True, 1, 500_000),
+        ("5.15", "vm_destroy", 64, 800, 0.8, False, 1, 800),
+        ("5.15", "vm_destroy", 1024, 15_000, 15, False, 1, 15_000),
+        ("5.15", "vm_destroy", 16384, 230_000, 230, True, 1, 230_000),
+        ("6.9", "memslot", 64, 0.01, 0.001, False, 2, 4_000),
+        ("6.9", "memslot", 16384, 0.14, 0.001, False, 2, 600_000),
+        ("6.13", "memslot", 64, 0.01, 0.001, False, 1, 2_000),
+        ("6.13", "memslot", 16384, 0.14, 0.001, False, 1, 280_000),
+        (None, "memslot", 16384, 800_000, 800, True, 1, 800_000),
+    ]:
+        rows.append(
+            row(
+                kernel=kernel,
+                trigger=trigger,
+                strategy={"5.15": "root", "6.9": "per_level", "6.13": "per_level"}.get(
+                    kernel, "root"
+                ),
+                guest_memory=gib * GIB,
+                max_op_ns=int(op * MS),
+                max_rcu_hold_ns=int(hold * S),
+                rcu_stall=stall,
+                smm_populated_ratio=0.0 if roots == 1 else 1.0,
+                roots_zapped=roots,
+                wall_ns=wall * MS,
+                total_ns=wall * MS * (2 if roots == 2 and kernel != "5.18" else 1),
             )
         )
     return rows

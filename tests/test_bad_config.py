@@ -62,4 +62,3 @@ def test_bad_config_is_refused_before_ray_naming_key_and_allowed(
     assert not out["ray_initialized"] and not out["children"]
     assert not out["results"]  # nothing written where results go
     assert not out["run_dir_left"]  # a refused command line leaves no run directory
-    assert out["seconds"] < 5, out["seconds"]  # Ray alone takes longer than this to start

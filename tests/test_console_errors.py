@@ -286,7 +286,9 @@ def test_help_says_what_zapsweep_does_and_offers_no_schema():
     assert out.returncode == 0, out.stderr
     text = out.stdout
     assert "tears down a TDP MMU" in text and "README" in text
-    assert "grid: bench, full, seed, smoke, vms" in text
-    assert "cost_model: seed-2022, upstream-6.13" in text and "ray: cluster, local" in text
+    assert "grid: bench, fleet, full, kernels, seed, smoke, vms" in text
+    assert "cost_model: seed-2022\n" in text and "ray: cluster, local" in text
+    assert "kernel:" not in text  # presets are values of grid.kernel, not a config group
+    assert "5.15, 5.18, 6.6, 6.9, 6.9-prove-mmu, 6.13, 6.14" in text
     assert "schema" not in text
     assert "ray.connect_timeout_s" in text and "hydra.run.dir=" in text

@@ -4,12 +4,15 @@ counts agree with closed forms for guests far too big for the reference."""
 from __future__ import annotations
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from test_engine_properties import scenario_kwargs, zap_levels
+from test_engine_properties import ODD_COSTS, layout_kwargs, scenario_kwargs, zap_levels
 
-from engine import Scenario, simulate
+from engine import Scenario, available_kernels, kernel_preset, simulate
 from engine.fast import GuestCache
+
+# The default model, and one whose every cost differs from it.
+COST_MODELS = st.sampled_from(["seed-2022", ODD_COSTS])
 
 DIFFERENTIAL = settings(
     max_examples=300,
@@ -29,15 +32,13 @@ def assert_same(scenario: Scenario, cost_model: str = "seed-2022") -> None:
 
 
 @DIFFERENTIAL
-@given(kw=scenario_kwargs(), cost_model=st.sampled_from(["seed-2022", "upstream-6.13"]))
+@given(kw=scenario_kwargs(), cost_model=COST_MODELS)
 def test_fast_equals_reference(kw, cost_model) -> None:
     assert_same(Scenario(**kw), cost_model)
 
 
 @DIFFERENTIAL
-@given(
-    kw=scenario_kwargs(form="memslots"), cost_model=st.sampled_from(["seed-2022", "upstream-6.13"])
-)
+@given(kw=scenario_kwargs(form="memslots"), cost_model=COST_MODELS)
 def test_fast_equals_reference_on_memslot_layouts(kw, cost_model) -> None:
     """Random slot lists (2 to 4 slots, unaligned edges, mixed backing page
     sizes, partial population, split ratios in [0, 1]) under every other
@@ -47,7 +48,7 @@ def test_fast_equals_reference_on_memslot_layouts(kw, cost_model) -> None:
 
 
 @DIFFERENTIAL
-@given(kw=scenario_kwargs(form="q35"), cost_model=st.sampled_from(["seed-2022", "upstream-6.13"]))
+@given(kw=scenario_kwargs(form="q35"), cost_model=COST_MODELS)
 def test_fast_equals_reference_on_q35(kw, cost_model) -> None:
     assert_same(Scenario(**kw), cost_model)
 
@@ -84,7 +85,7 @@ def contended(draw) -> Scenario:
 
 
 @DIFFERENTIAL
-@given(scenario=contended(), cost_model=st.sampled_from(["seed-2022", "upstream-6.13"]))
+@given(scenario=contended(), cost_model=COST_MODELS)
 def test_fast_equals_reference_when_contended(scenario, cost_model) -> None:
     assert_same(scenario, cost_model)
 
@@ -100,18 +101,22 @@ def test_fast_equals_reference_when_contended(scenario, cost_model) -> None:
                 "flush_on_yield": st.booleans(),
                 "resched": st.sampled_from(["always", "never", "tick"]),
                 "mmu_lock": st.sampled_from(["write", "read"]),
+                "kernel": st.sampled_from([None, "5.15", "5.18", "6.13"]),
+                "trigger": st.sampled_from(["memslot", "vm_destroy"]),
+                "smm_populated_ratio": st.sampled_from([0.0, 0.5]),
+                "lock_contention_us": st.sampled_from([None, 2.0]),
             }
         ),
         min_size=2,
         max_size=6,
     ),
-    cost_model=st.sampled_from(["seed-2022", "upstream-6.13"]),
+    cost_model=COST_MODELS,
 )
 def test_cached_guest_and_passes_change_nothing(kw, variants, cost_model) -> None:
     """A sweep batch simulates many scenarios of one VM shape through one
     GuestCache, which shares the page table draw and the passes built on it;
     every result must equal the uncached one."""
-    guests = GuestCache(size=1)
+    guests = GuestCache(size=2)  # as a sweep batch holds them
     for variant in variants:
         scenario = Scenario(**{**kw, **variant})
         cached = simulate(scenario, "fast", cost_model, guests=guests)
@@ -132,6 +137,59 @@ def test_guest_cache_tells_layouts_apart() -> None:
     ):
         s = Scenario(**kw)
         assert simulate(s, "fast", guests=guests) == simulate(s, "fast"), kw
+
+
+@st.composite
+def on_kernels(draw) -> Scenario:
+    """Kernel presets, triggers, SMM roots, serial and parallel root zaps,
+    preemption models and waiters for mmu_lock, mostly under ``tick``: a
+    preset alone, or with some of its settings given explicitly (every one
+    of them, with no kernel), over small flat, q35 and memslot guests."""
+    kernel = draw(st.sampled_from([None, *available_kernels()]))
+    models = ("none", "voluntary", "full", "lazy") if kernel is None else (
+        kernel_preset(kernel).preempt_models
+    )  # fmt: skip
+    page_size = draw(st.sampled_from(["4K", "4K", "2M", "1G"]))
+    paging_levels = draw(st.sampled_from([4, 5]))
+    accessed = draw(st.sampled_from([0.0, 0.5, 1.0]))
+    kw = {
+        "kernel": kernel,
+        "trigger": draw(st.sampled_from(["memslot", "vm_destroy"])),
+        "paging_levels": paging_levels,
+        "page_size": page_size,
+        **draw(layout_kwargs(page_size)),
+        "populated_ratio": draw(st.sampled_from([1.0, 0.7, 0.1])),
+        "accessed_ratio": accessed,
+        "dirty_ratio": accessed * draw(st.sampled_from([0.0, 0.5, 1.0])),
+        "smm_populated_ratio": draw(st.sampled_from([0.0, 0.0, 0.05, 0.5, 1.0])),
+        "vcpus": draw(st.sampled_from([1, 8, 64])),
+        "resched": draw(st.sampled_from(["tick", "tick", "tick", "never", "always"])),
+        "resched_interval_us": draw(st.sampled_from([0.05, 0.5, 3.0, 20.0])),
+        "preempt": draw(st.sampled_from(models)),
+        "lock_contention_us": draw(st.sampled_from([None, 0.05, 0.7, 3.0, 11.0])),
+        "seed": draw(st.integers(0, 2**32)),
+    }
+    explicit = {
+        "zap_levels": zap_levels(paging_levels),
+        "mmu_lock": st.sampled_from(["write", "read"]),
+        "flush_on_yield": st.booleans(),
+        "ad_writeback": st.booleans(),
+        "root_zap": st.sampled_from(["serial", "parallel"]),
+        "flush_on_remove": st.booleans(),
+    }
+    for name, values in explicit.items():
+        if kernel is None or draw(st.integers(0, 3)) == 0:
+            kw[name] = draw(values)
+    return Scenario(**kw)
+
+
+@settings(DIFFERENTIAL, max_examples=320)
+@given(scenario=on_kernels(), cost_model=COST_MODELS)
+def test_fast_equals_reference_on_kernels(scenario, cost_model) -> None:
+    event(f"kernel={scenario.kernel}")
+    event(f"roots={len(scenario.roots)} root_zap={scenario.root_zap}")
+    event(f"resched={scenario.resched} waiter honoured={scenario.contention_honoured}")
+    assert_same(scenario, cost_model)
 
 
 @st.composite

@@ -58,6 +58,16 @@ scalars = st.one_of(
             "never",
             "read",
             "write",
+            "5.15",
+            "6.6",
+            "6.13",
+            "kernel",
+            "memslot",
+            "vm_destroy",
+            "voluntary",
+            "lazy",
+            "serial",
+            "parallel",
             "",
         ]
     ),  # fmt: skip

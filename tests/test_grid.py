@@ -220,9 +220,9 @@ def test_schema_rejects_wrong_keys_and_types_naming_them(override, key):
 def test_cost_model_is_chosen_by_name_from_conf():
     from engine import load_cost_model
 
-    cfg = _compose("cost_model=upstream-6.13")
+    cfg = _compose("cost_model=seed-2022")
     model = load_cost_model(OmegaConf.to_container(cfg.cost_model))
-    assert model == load_cost_model("upstream-6.13")
+    assert model == load_cost_model("seed-2022")
     with pytest.raises(ConfigCompositionException) as err:
         _compose("cost_model=no-such-model")
     assert "cost_model" in str(err.value)
@@ -380,3 +380,26 @@ def test_the_vms_grid_is_q35_guests_of_every_backing_page_size():
     assert {s.strategy for s in cells} == {"root", "two_pass", "per_level", "upstream"}
     memories = sorted({s.guest_memory for s in cells})
     assert (memories[0], memories[-1]) == (16 << 30, 12 << 40)
+
+
+def test_the_kernels_grid_is_every_preset_on_both_triggers_with_one_and_two_roots():
+    from engine import available_kernels
+
+    grid = OmegaConf.to_container(_compose("grid=kernels").grid)
+    counts = GridCounts()
+    cells = list(expand(grid, counts))
+    assert counts.invalid == counts.excluded == 0 and len(cells) == 560
+    assert {s.kernel for s in cells} == set(available_kernels())
+    assert {s.trigger for s in cells} == {"memslot", "vm_destroy"}
+    assert {len(s.roots) for s in cells} == {1, 2}
+    assert {s.page_size for s in cells} == {"4K", "1G"} and {s.paging_levels for s in cells} == {
+        4,
+        5,
+    }
+    memories = sorted({s.guest_memory for s in cells})
+    assert (memories[0], memories[-1]) == (64 << 30, 16 << 40)
+    # Every cell zaps as its kernel does: nothing in the grid overrides a preset.
+    for s in cells:
+        fields = s.preset.scenario_fields(s.trigger)
+        assert s.mmu_lock == fields["mmu_lock"] and s.root_zap == fields["root_zap"]
+        assert s.ad_writeback is fields["ad_writeback"]

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 import pytest
 from hydra import compose, initialize_config_module
 
-from sweep.dataset import RunDir, check_dataset, open_dataset
+from sweep.dataset import ResultWriter, RunDir, check_dataset, open_dataset
 from sweep.dataset.layout import LOCK_FILE, QUARANTINE
 from sweep.run.cli import sweep
 from sweep.run.lock import LockHolder, RunDirLocked, run_dir_lock
@@ -174,11 +174,24 @@ def test_report_leaves_a_corrupt_dataset_unchanged_and_the_next_sweep_quarantine
 # One sweep per directory ----------------------------------------------------------------
 
 
-def test_second_sweep_into_a_busy_directory_refuses_and_the_first_is_unharmed(ray_local, tmp_path):
+def test_second_sweep_into_a_busy_directory_refuses_and_the_first_is_unharmed(
+    ray_local, tmp_path, monkeypatch
+):
+    """The first sweep is held at its first write of results (it holds the
+    directory then, whatever the machine's speed) while a second one tries."""
     run_dir = tmp_path / "run"
-    slow = ["grid.paging_levels=[4]", "grid.page_size=[4K]", "grid.guest_memory=[1GiB]"]
-    slow += ["grid.zap_levels=[root,two_pass]", "grid.seed=[0,1,2,3,4,5,6,7,8,9,10,11]"]
-    cfg = _cfg(*slow, "batch.size=1", "batch.max_in_flight=1")
+    cells = ["grid.paging_levels=[4]", "grid.page_size=[4K]", "grid.guest_memory=[1GiB]"]
+    cells += ["grid.zap_levels=[root,two_pass]", "grid.seed=[0,1,2]"]
+    cfg = _cfg(*cells, "batch.size=1", "batch.max_in_flight=1")
+    writing, release = threading.Event(), threading.Event()
+    place = ResultWriter.place
+
+    def held_place(self, files):
+        writing.set()
+        assert release.wait(timeout=120), "the second sweep never came"
+        return place(self, files)
+
+    monkeypatch.setattr(ResultWriter, "place", held_place)
     outcome: dict = {}
 
     def first():
@@ -189,28 +202,25 @@ def test_second_sweep_into_a_busy_directory_refuses_and_the_first_is_unharmed(ra
 
     thread = threading.Thread(target=first)
     thread.start()
-    lock = run_dir / LOCK_FILE
-    deadline = time.monotonic() + 60
-    while not (lock.exists() and lock.read_text().strip()) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    holder = LockHolder.parse(lock.read_text())
-    assert holder is not None and holder.pid == os.getpid()
-
-    with pytest.raises(RunDirLocked):  # in this process too (another open of the lock)
-        sweep(cfg, run_dir)
-    start = time.monotonic()
-    second = _cli(run_dir, *slow)
-    took = time.monotonic() - start
-    first_still_running = thread.is_alive()
-    thread.join(timeout=240)
+    try:
+        assert writing.wait(timeout=120), outcome.get("error")
+        lock = run_dir / LOCK_FILE
+        holder = LockHolder.parse(lock.read_text())
+        assert holder is not None and holder.pid == os.getpid()
+        with pytest.raises(RunDirLocked):  # in this process too (another open of the lock)
+            sweep(cfg, run_dir)
+        second = _cli(run_dir, *cells)
+        first_still_running = thread.is_alive()
+    finally:
+        release.set()
+        thread.join(timeout=240)
 
     assert first_still_running, "the first sweep ended before the second tried"
-
     said = second.stdout + second.stderr
     assert second.returncode == 2, said[-2000:]
     assert f"pid {os.getpid()} on {socket.gethostname()}" in said
     assert "in use by another zapsweep" in said and "Traceback" not in said
-    assert "Ray:" not in said and took < 15  # refused before starting Ray
+    assert "Ray:" not in said  # refused before starting Ray
     assert not (run_dir / ".hydra").exists()  # ... and before Hydra wrote its config there
     assert "error" not in outcome, outcome.get("error")
     manifest = outcome["manifest"]
@@ -415,40 +425,68 @@ def test_no_host_address_is_hard_coded():
 
 # The reaper ------------------------------------------------------------------------------
 
+# A driver: its "Ray" is started while the reaper marks the environment, one
+# process ignoring SIGTERM and orphaned at once, and under a parent that lives
+# on, one that starts with another environment; a stranger starts unmarked.
 REAPED = """
 import subprocess, sys, time
 from sweep.run.reaper import Reaper
+
+STUBBORN = (
+    "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+    "print(flush=True); time.sleep(300)"
+)
+ORPHAN = (
+    "import subprocess, sys; "
+    f"p = subprocess.Popen([sys.executable, '-c', {STUBBORN!r}], stdout=subprocess.PIPE, "
+    "stderr=subprocess.DEVNULL); "
+    "p.stdout.readline(); print(p.pid)"
+)
+PARENT = (
+    "import subprocess, time; "
+    "c = subprocess.Popen(['sleep', '300'], env={'PATH': '/usr/bin:/bin'}); "
+    "print(c.pid, flush=True); time.sleep(300)"
+)
 reaper = Reaper()
-orphan = subprocess.Popen(["sleep", "300"], start_new_session=True)  # outlives us unaided
-time.sleep(1)  # let the watcher see it
-print(orphan.pid, flush=True)
+stranger = subprocess.Popen(["sleep", "300"], start_new_session=True)
+with reaper.marking():
+    orphan = subprocess.run([sys.executable, "-c", ORPHAN], capture_output=True, text=True)
+    parent = subprocess.Popen([sys.executable, "-c", PARENT], stdout=subprocess.PIPE, text=True)
+print(stranger.pid, orphan.stdout.strip(), parent.pid, parent.stdout.readline().strip())
 if sys.argv[1] == "clean":
     reaper.close()
-    print("closed", flush=True)
+    print("closed", reaper.proc.returncode)
+sys.stdout.flush()
 time.sleep(300)
 """
 
 
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
 @pytest.mark.parametrize("how", ["sigkill", "clean"])
-def test_reaper_kills_the_tree_of_a_killed_driver_and_nothing_on_a_clean_exit(how):
+def test_reaper_kills_the_marked_processes_of_a_killed_driver_only(how):
+    """After a SIGKILL: the orphan that ignores SIGTERM, the parent and its child
+    with another environment all go; the unmarked stranger stays.  After a
+    clean close the watcher has exited, so nothing can be killed."""
     driver = subprocess.Popen(
         [sys.executable, "-c", REAPED, how], stdout=subprocess.PIPE, text=True, cwd=ROOT
     )
-    orphan = int(driver.stdout.readline())
+    stranger, *ray = map(int, driver.stdout.readline().split())
     if how == "clean":
-        assert driver.stdout.readline().strip() == "closed"
+        assert driver.stdout.readline().split()[0] == "closed"
     driver.kill()
     driver.wait()
-    deadline = time.monotonic() + (10 if how == "sigkill" else 2)
-    while Path(f"/proc/{orphan}").exists() and time.monotonic() < deadline:
-        state = Path(f"/proc/{orphan}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        if state == "Z":
-            break
+    deadline = time.monotonic() + 10
+    while how == "sigkill" and any(map(_running, ray)) and time.monotonic() < deadline:
         time.sleep(0.1)
-    alive = (
-        Path(f"/proc/{orphan}").exists()
-        and "Z" not in Path(f"/proc/{orphan}/stat").read_text().rsplit(")", 1)[1].split()[:1]
-    )
-    if alive:
-        os.kill(orphan, signal.SIGKILL)
-    assert alive == (how == "clean")
+    alive = {pid: _running(pid) for pid in [stranger, *ray]}
+    for pid, running in alive.items():
+        if running:
+            os.kill(pid, signal.SIGKILL)
+    assert alive == {stranger: True, **{pid: how == "clean" for pid in ray}}

@@ -209,3 +209,28 @@ def test_cli(tmp_path, capsys):
     assert report_cli.main([str(tmp_path / "missing")]) == 2
     assert "no run directory" in capsys.readouterr().err
     assert report_cli.main([str(a), "--group-by", "strategy", "bogus"]) == 2
+
+
+def test_report_of_kernels_has_their_section_and_plot(tmp_path):
+    from report_data import KERNEL_SCHEMA, kernel_rows
+
+    write_dataset(kernel_rows(), tmp_path / "results", schema=KERNEL_SCHEMA)
+    written = report.write_report(tmp_path)
+    md = written["report_md"].read_text()
+    assert "## Kernels" in md and "**On 5.15, memslot deletion:**" in md
+    assert md.index("## Kernels") < md.index("## Verdicts")
+    png = written["kernel_latency_vs_memory"]
+    assert png.exists() and png.stat().st_size > 20_000
+    assert "alt='kernel_latency_vs_memory'" in written["report_html"].read_text()
+
+
+def test_cli_groups_by_kernel(tmp_path, capsys):
+    from report_data import KERNEL_SCHEMA, kernel_rows
+
+    write_dataset(kernel_rows(), tmp_path / "results", schema=KERNEL_SCHEMA)
+    assert report_cli.main([str(tmp_path), "--group-by", "kernel", "trigger"]) == 0
+    out = capsys.readouterr().out
+    assert "On 6.13, memslot deletion" in out
+    groups = pl.read_parquet(tmp_path / "summary.parquet")
+    assert groups.columns[:2] == ["kernel", "trigger"]
+    assert groups["kernel"].to_list()[:4] == ["5.15", "5.15", "6.9", "6.13"]

@@ -74,8 +74,37 @@ def test_the_heatmap_draws_excluded_cells_as_such(tmp_path):
     assert (tmp_path / "h.png").stat().st_size > 10_000
 
 
+def test_with_kernels_the_heatmap_has_a_row_per_kernel_and_a_column_per_trigger(tmp_path):
+    from report_data import KERNEL_SCHEMA, kernel_rows
+
+    write_dataset(kernel_rows(), tmp_path / "results", schema=KERNEL_SCHEMA)
+    grid = summary.rcu_hold_grid(tmp_path)
+    layout = plots.heatmap_layout(grid)
+    # Each kernel zaps with its own strategy: it names the row, the strategy its panel.
+    assert (layout.rows, layout.columns) == (("kernel",), ("paging_levels", "trigger"))
+    assert layout.fixed == {"flush_on_yield": False}
+    rules = [{"kernel": "6.9", "trigger": "vm_destroy"}]
+    asked = {}
+
+    def why(cell):
+        asked[cell["kernel"], cell["trigger"]] = cell
+        return empty_cell_reason({"grid": {"exclude": rules}})(cell)
+
+    plots.plot_rcu_hold_heatmap(grid, tmp_path / "h.png", 21.0, why)
+    assert set(asked) == {("6.9", "vm_destroy"), ("6.13", "vm_destroy"), (None, "vm_destroy")}
+    assert "strategy" not in asked["6.9", "vm_destroy"]
+    assert why(asked["6.9", "vm_destroy"]) == "excluded"
+    assert why(asked["6.13", "vm_destroy"]) == "no cells"
+    # Strategies given beside the kernels: a row per kernel and strategy.
+    both = kernel_rows() + [{**r, "strategy": "two_pass"} for r in kernel_rows()]
+    write_dataset(both, tmp_path / "both" / "results", schema=KERNEL_SCHEMA)
+    layout = plots.heatmap_layout(summary.rcu_hold_grid(tmp_path / "both"))
+    assert layout.rows == ("kernel", "strategy")
+
+
 @pytest.mark.parametrize(
-    ("lo", "hi"), [(666e-6, 1e-3), (1e-6, 300.0), (0.9, 1.1), (5e-3, 5e-3 * 1.6)]
+    ("lo", "hi"),
+    [(666e-6, 1e-3), (671e-6, 1.19e-3), (1e-6, 300.0), (0.9, 1.1), (5e-3, 5e-3 * 1.6)],
 )
 def test_the_colour_scale_has_readable_ticks(lo, hi):
     import numpy as np
@@ -141,7 +170,7 @@ def _two_runs(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     _seedlike(a)
     _seedlike(b, root_5_hold_s=15)  # the same guests, a cheaper model: no stall at 1TiB
-    for path, name in ((a, "seed-2022"), (b, "upstream-6.13")):
+    for path, name in ((a, "seed-2022"), (b, "lab-2026")):
         m = json.loads((path / "manifest.json").read_text())
         m["cost_model"] = {"name": name, "version": 1}
         (path / "manifest.json").write_text(json.dumps(m))
@@ -158,14 +187,14 @@ def test_compare_leads_with_the_verdict_changes_and_names_both_sides(tmp_path, c
         "largest stall-free guest, 5-level 4K root: 1GiB -> 1TiB",
     ]
     assert verdict_changes(a, b, 100.0) == changes
-    assert side(b, "B").describe().startswith("B (cost model upstream-6.13 v1; engine reference")
+    assert side(b, "B").describe().startswith("B (cost model lab-2026 v1; engine reference")
     assert report_cli.main(["--compare", str(a), str(b)]) == 0
     out = capsys.readouterr().out
     lines = out.splitlines()
     assert lines[0].startswith(
         f"A = {a} (cost model seed-2022 v1; engine reference, engine version"
     )
-    assert lines[1].startswith(f"B = {b} (cost model upstream-6.13 v1;")
+    assert lines[1].startswith(f"B = {b} (cost model lab-2026 v1;")
     assert lines[2:5] == ["Verdict changes, A -> B (budget 100 ms):", *(f"  {c}" for c in changes)]
     table = out.split("\n\n")[1].splitlines()
     assert table[0].split()[:4] == ["paging", "page", "strategy", "worst"]

@@ -15,7 +15,7 @@ import pytest
 from sweep.dataset import RunDir, check_dataset, open_dataset
 
 ZAPSWEEP = str(Path(sys.executable).with_name("zapsweep"))
-# Slow on purpose: one CPU, two cells per task, one task at a time.
+# 64 cells, two grid combinations per task, one task at a time on one CPU.
 ARGS = [
     "grid=smoke",
     "engine=reference",
@@ -49,7 +49,9 @@ def test_killed_driver_then_rerun_gives_every_cell_exactly_once(tmp_path):
     driver = _zapsweep(run_dir)
     deadline = time.monotonic() + 120
     while _parts(run_dir) < 6 and driver.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
+        time.sleep(0.005)
+    # Frozen at once, so the count stands: 6 files, a few more at most, of dozens.
+    driver.send_signal(signal.SIGSTOP)
     assert driver.poll() is None, "the sweep finished before it could be interrupted"
     driver.send_signal(signal.SIGKILL)  # no clean-up of any kind
     driver.wait(timeout=30)

@@ -244,10 +244,15 @@ def test_unknown_resched(resched) -> None:
     assert "tick" in err.allowed
 
 
-@pytest.mark.parametrize("lock", ["exclusive", "shared", "WRITE", None])
+@pytest.mark.parametrize("lock", ["exclusive", "shared", "WRITE", True])
 def test_unknown_mmu_lock(lock) -> None:
     err = rejects("mmu_lock", mmu_lock=lock)
     assert "read" in err.allowed and "write" in err.allowed
+
+
+def test_mmu_lock_left_none_is_the_kernel_s_or_write() -> None:
+    assert Scenario(mmu_lock=None).mmu_lock == "write"
+    assert Scenario(kernel="6.6", mmu_lock=None).mmu_lock == "read"
 
 
 @pytest.mark.parametrize("page_size", ["8K", "4k", "512G", 4096, None])
@@ -271,9 +276,14 @@ def test_rcu_stall_timeout_not_a_positive_duration(timeout) -> None:
     rejects("rcu_stall_timeout_s", rcu_stall_timeout_s=timeout)
 
 
-@pytest.mark.parametrize("flag", ["yes", 1, 0, None])
+@pytest.mark.parametrize("flag", ["yes", 1, 0, "false"])
 def test_flush_on_yield_not_a_bool(flag) -> None:
     rejects("flush_on_yield", flush_on_yield=flag)
+
+
+def test_flush_on_yield_left_none_is_the_kernel_s_or_false() -> None:
+    assert Scenario(flush_on_yield=None).flush_on_yield is False
+    assert Scenario(kernel="5.15", trigger="vm_destroy").flush_on_yield is True
 
 
 @pytest.mark.parametrize("seed", [-1, 2**63, 1.5, "0", None])

@@ -124,3 +124,66 @@ def test_a_batch_lost_for_good_becomes_error_rows():
     assert [r["cell_id"] for r in rows] == [c.cell_id for c in cells]
     assert {r["status"] for r in rows} == {"error"}
     assert rows[0]["error"] == "WorkerCrashedError: node died" and rows[0]["visits"] is None
+
+
+KERNEL_AXES = [
+    "grid.guest_memory=[16MiB]",
+    "grid.page_size=[4K]",
+    "grid.dirty_ratio=[0.5]",
+    'grid.kernel=["5.15","5.18","6.13",null]',
+    "grid.trigger=[memslot,vm_destroy]",
+    "grid.zap_levels=[null]",
+    "grid.smm_populated_ratio=[0,0.5]",
+    "grid.preempt=[voluntary,full]",
+    "grid.lock_contention_us=[null,5]",
+    "grid.root_zap=[null]",
+    "grid.ad_writeback=[null]",
+    "grid.flush_on_remove=[null]",
+    "grid.exclude=[]",
+]
+
+
+def test_kernel_axes_sweep_and_the_manifest_records_the_presets(ray_local, tmp_path):
+    """Every new field is an axis and a column; a preset fills in what the
+    grid leaves null; the manifest records each named preset's settings."""
+    manifest = sweep(_cfg(*KERNEL_AXES), tmp_path)
+    assert manifest["counts"]["ok"] == manifest["counts"]["valid"] == 4 * 2 * 2 * 2 * 2 * 2
+    recorded = json.loads((tmp_path / "manifest.json").read_text())["kernels"]
+    assert sorted(recorded) == ["5.15", "5.18", "6.13"]
+    assert recorded["5.18"]["memslot"] == {
+        "mmu_lock": "read",
+        "flush_on_yield": False,
+        "root_zap": "parallel",
+    }
+    assert recorded["6.13"]["ad_writeback"] is False
+    assert recorded["5.15"]["commits"]["zap_levels"] == ["0103098fb4f1", "524a1e4e381f"]
+    df = pl.DataFrame(_rows(tmp_path))
+    for column in ("kernel", "trigger", "smm_populated_ratio", "root_zap", "ad_writeback",
+                   "preempt", "lock_contention_us", "flush_on_remove", "roots_zapped",
+                   "wall_ns"):  # fmt: skip
+        assert column in df.columns
+    five18 = df.filter((pl.col("kernel") == "5.18") & (pl.col("trigger") == "memslot"))
+    assert set(five18["root_zap"]) == {"parallel"} and set(five18["mmu_lock"]) == {"read"}
+    two = five18.filter(pl.col("smm_populated_ratio") > 0)
+    assert set(two["roots_zapped"]) == {2} and (two["wall_ns"] < two["total_ns"]).all()
+    none = df.filter(pl.col("kernel").is_null())
+    assert set(none["zap_levels"]) == {"1G,root"} and set(none["mmu_lock"]) == {"write"}
+    # 6.13 honours a waiter for mmu_lock only under preempt=full.
+    waited = df.filter((pl.col("kernel") == "6.13") & pl.col("lock_contention_us").is_not_null())
+    by = dict(waited.group_by("preempt").agg(pl.col("yields").sum()).iter_rows())
+    plain = df.filter((pl.col("kernel") == "6.13") & pl.col("lock_contention_us").is_null())
+    assert by["full"] > plain["yields"].sum() / 2 and by["voluntary"] == plain["yields"].sum() / 2
+
+
+def test_an_explicit_field_overrides_the_preset_in_a_grid(ray_local, tmp_path):
+    manifest = sweep(
+        _cfg(
+            "grid.guest_memory=[16MiB]", "grid.page_size=[4K]", "grid.dirty_ratio=[0.5]",
+            'grid.kernel=["6.6"]', "grid.zap_levels=[root]", "grid.mmu_lock=[write]",
+            "grid.exclude=[]",
+        ),
+        tmp_path,
+    )  # fmt: skip
+    assert manifest["counts"]["ok"] == 2  # 4- and 5-level paging
+    df = pl.DataFrame(_rows(tmp_path))
+    assert set(df["strategy"]) == {"root"} and set(df["mmu_lock"]) == {"write"}

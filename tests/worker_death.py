@@ -8,8 +8,11 @@ passes RAY_AUTH_MODE=token and a fresh RAY_AUTH_TOKEN.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -43,8 +46,11 @@ OVERRIDES = [
 ]
 
 
+TASK_TITLE = b"run_range_task"  # a worker's process title while it runs a range
+
+
 def _running_task(raylet_pid: int) -> int | None:
-    """The pid of a worker process of that raylet executing a batch task, if any."""
+    """The pid of a worker process of that raylet executing a range task, if any."""
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             if int(stat.read_text().rsplit(")", 1)[1].split()[1]) != raylet_pid:
@@ -52,13 +58,36 @@ def _running_task(raylet_pid: int) -> int | None:
             cmdline = (stat.parent / "cmdline").read_bytes()
         except (OSError, ValueError, IndexError):
             continue
-        if b"run_range_task" in cmdline:
+        if TASK_TITLE in cmdline:
             return int(stat.parent.name)
     return None
 
 
+def _freeze(pid: int) -> int | None:
+    """SIGSTOP ``pid`` if it still runs a range task; a pidfd on it, or None."""
+    try:
+        fd = os.pidfd_open(pid)
+    except OSError:
+        return None
+    signal.pidfd_send_signal(fd, signal.SIGSTOP)
+    try:
+        running = TASK_TITLE in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        running = False
+    if not running:  # it finished in between: let it take the next task
+        signal.pidfd_send_signal(fd, signal.SIGCONT)
+        os.close(fd)
+        return None
+    return fd
+
+
 def main(run_dir: Path) -> dict:
     temp_dir = tempfile.mkdtemp(prefix="zw", dir="/tmp")  # short: socket paths are limited
+    # Cluster writes the head's address to <default temp dir>/ray/ray_current_cluster
+    # whatever temp_dir its nodes get; point that default at this cluster's own
+    # directory, so it needs no /tmp/ray and leaves nothing for another ray.init().
+    os.environ["RAY_TMPDIR"] = temp_dir
+    os.mkdir(os.path.join(temp_dir, "ray"))
     head_args = {"num_cpus": 1, "include_dashboard": False, "temp_dir": temp_dir}
     cluster = Cluster(initialize_head=True, head_node_args=head_args)
     worker = cluster.add_node(num_cpus=1, temp_dir=temp_dir)
@@ -80,18 +109,23 @@ def main(run_dir: Path) -> dict:
     thread = threading.Thread(target=run)
     thread.start()
     deadline = time.monotonic() + 120
-    victim = None
+    victim = held = None
     seen: dict[Path, list[str]] = {}
     while thread.is_alive() and time.monotonic() < deadline:
-        # Once the worker node has delivered a row, wait for its next task to start.
-        if worker_id in _workers(run_dir, seen):
-            victim = _running_task(raylet)
-            if victim is not None:
+        # Once the worker node has delivered a row, wait for its next task to start,
+        # and freeze it there: however fast the engine, it cannot finish now.
+        if worker_id in _workers(run_dir, seen) and (victim := _running_task(raylet)):
+            held = _freeze(victim)
+            if held is not None:
                 break
         time.sleep(0.01)
-    out["killed_task_pid"] = victim
-    cluster.remove_node(worker)  # the raylet and its workers die, mid-task
+    out["killed_task_pid"] = victim if held is not None else None
+    cluster.remove_node(worker)  # the raylet and its workers die, the frozen task with them
     out["removed_at_rows"] = _rows(run_dir)
+    if held is not None:  # stopped, it may not see its raylet go
+        with contextlib.suppress(ProcessLookupError):
+            signal.pidfd_send_signal(held, signal.SIGKILL)
+        os.close(held)
     thread.join(timeout=240)
     table = open_dataset(run_dir / "results").to_table(columns=["cell_id", "status", "worker"])
     out["ids"] = table["cell_id"].to_pylist()

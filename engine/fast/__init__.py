@@ -15,6 +15,7 @@ exactly.
 """
 
 from .cache import GuestCache
+from .events import record_fast
 from .zap import simulate_fast
 
-__all__ = ["GuestCache", "simulate_fast"]
+__all__ = ["GuestCache", "record_fast", "simulate_fast"]

@@ -13,14 +13,20 @@ from .guest import SubtreeSums
 
 class Costs:
     def __init__(self, scenario: Scenario, cm: CostModel):
-        atomic = cm.atomic_write_ps if scenario.mmu_lock == "read" else 0
+        shared = scenario.mmu_lock == "read"
+        atomic = cm.atomic_write_ps if shared else 0
+        # flush_on_remove: a remote TLB flush per removed table and, shared,
+        # per SPTE the walk clears (tdp_mmu_zap_spte_atomic).
+        flush = cm.flush_ps(scenario.running_vcpus) if scenario.flush_on_remove else 0
+        writeback = scenario.ad_writeback
         self.cm = cm
         self.visit = cm.visit_ps
-        self.entry_present = cm.spte_clear_ps + atomic  # clearing a present SPTE
+        self.inner_present = cm.spte_clear_ps + atomic  # a present SPTE of a removed table
+        self.entry_present = self.inner_present + (flush if shared else 0)  # the walk's clear
         self.entry_nonpresent = cm.nonpresent_entry_ps + atomic
-        self.accessed = cm.accessed_writeback_ps
-        self.dirty = cm.dirty_writeback_ps
-        self.table = cm.removed_table_ps
+        self.accessed = cm.accessed_writeback_ps if writeback else 0
+        self.dirty = cm.dirty_writeback_ps if writeback else 0
+        self.table = cm.removed_table_ps + flush
         # What a Pass is built from: equal keys, equal passes.
         self.key = (
             self.visit,
@@ -29,13 +35,14 @@ class Costs:
             self.accessed,
             self.dirty,
             self.table,
+            self.inner_present,
         )
         # Removing a subtree (handle_removed_pt, recursively) that holds T
         # tables and L present leaves, A accessed and D dirty: every table's
         # bookkeeping and 512 entries, of which the leaves and the T - 1
         # child tables are present.  Linear in (T, L, A, D):
         #   T*table + (L + T - 1)*present + (512*T - L - T + 1)*nonpresent + A*a + D*d
-        ep, enp = self.entry_present, self.entry_nonpresent
+        ep, enp = self.inner_present, self.entry_nonpresent
         self.removal_weights = (
             self.table + ep + (PTES_PER_TABLE - 1) * enp,
             ep - enp,

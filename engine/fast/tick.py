@@ -1,5 +1,7 @@
-"""A pass under ``resched=tick``: need_resched is raised every interval of
-zap time, and the next check that may yield does.
+"""A pass whose need-break is raised every interval of zap time:
+need_resched under ``resched=tick``, a waiter for mmu_lock every
+``lock_contention_us`` when the kernel honours it (either or both; one yield
+answers both), and the next check that may yield does.
 
 The work is in placing yields: the next one is the first visit whose check
 comes at or after the next multiple of the interval, if the walk made
@@ -20,9 +22,17 @@ from .timeline import FastTimeline
 from .zap_pass import Pass
 
 _NONE = np.zeros(0, dtype=np.int64)
+NO_LOG = np.zeros((0, K.LOG_COLUMNS), dtype=np.int64)
 
 
-def run_tick(p: Pass, tl: FastTimeline) -> None:
+def run_tick(
+    p: Pass, tl: FastTimeline, log: np.ndarray = NO_LOG, interval: int | None = None
+) -> None:
+    """The pass under ``tick``.  A trace passes a ``log`` (int64 rows of
+    ``tick_kernel.LOG_COLUMNS``), filled with the pass's first ``len(log)``
+    yields, and may set the ``interval`` in picoseconds (the scenario's by
+    default; 1 ps makes every eligible check yield, as ``always`` does, when
+    every visit costs at least 1 ps)."""
     flush = tl.scenario.flush_on_yield
     pc = p.pieces(with_ops=flush)  # clears are only read for the flush
     kind, arrays = p.bottom.tick_prefix()
@@ -31,9 +41,12 @@ def run_tick(p: Pass, tl: FastTimeline) -> None:
     st[K.CLOCK], st[K.CLEARED_AT], st[K.HOLD_START] = tl.clock, tl.resched_cleared, tl.hold_start
     st[K.HOLD_TABLES], st[K.PENDING] = tl.hold_tables, tl.flush_pending
     st[K.MAX_HOLD], st[K.PEAK_TABLES] = tl.max_hold_ps, tl.pending_free_peak_tables
+    # 0: no second interval; a trace's own interval replaces the scenario's
+    intervals = (*tl.intervals_ps, 0) if interval is None else (interval, 0)
     K.tick_walk(
         st,
-        np.int64(tl.interval_ps),
+        np.int64(intervals[0]),
+        np.int64(intervals[1]),
         np.int64(c.visit),
         np.int64(c.entry_present),
         np.int64(c.accessed),
@@ -55,6 +68,7 @@ def run_tick(p: Pass, tl: FastTimeline) -> None:
         p.bottom.tables,
         arrays,
         np.int64(tl.yields + pc.visits),
+        log,
     )
     tl.clock, tl.resched_cleared, tl.hold_start = (int(v) for v in st[:3])
     tl.hold_tables, tl.flush_pending = int(st[K.HOLD_TABLES]), bool(st[K.PENDING])

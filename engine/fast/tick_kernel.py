@@ -8,6 +8,10 @@ pieces and within one bottom table, on exact integer costs.
 Pass positions are (cost, tables freed, clears) in pass coordinates (the
 pass's own work, without yields); the Timeline's clock is the position plus
 what the yields added (``offset``).
+
+A trace (``engine.events``) passes a ``log`` with a row per yield to fill
+(LOG_COLUMNS); a sweep passes an empty one, and the walk only tests its
+length once per yield.
 """
 
 from __future__ import annotations
@@ -25,6 +29,13 @@ SKIP, LEAF, TABLE, MIXED = 0, 1, 2, 3
 CLOCK, CLEARED_AT, HOLD_START, HOLD_TABLES, PENDING = 0, 1, 2, 3, 4
 MAX_HOLD, PEAK_TABLES, YIELDS, FLUSHES, VISITS = 5, 6, 7, 8, 9
 STATE_SLOTS = 10
+
+# A yield's row in the log: the pass position of the visit it interrupts,
+# the clock when its RCU hold ended (after the flush), 2 x the tables that
+# hold queued for freeing + 1 if it flushed, and the clock when the walk
+# resumed (after the yield and the restart's walk down).
+LOG_POSITION, LOG_HOLD_END, LOG_FLAGS, LOG_RESUME = 0, 1, 2, 3
+LOG_COLUMNS = 4
 
 ENTRIES = PTES_PER_TABLE
 
@@ -246,9 +257,21 @@ def _gallop(cum_cost, k, x):
 
 
 @njit(cache=True)
+def _next_raise(cleared, interval, interval2):
+    """The first clock at which a need-break raised after ``cleared`` is
+    seen: the next multiple of ``interval``, or of ``interval2`` (if > 0)
+    when that comes first."""
+    boundary = (cleared // interval + 1) * interval
+    if interval2 > 0:
+        boundary = min(boundary, (cleared // interval2 + 1) * interval2)
+    return boundary
+
+
+@njit(cache=True)
 def tick_walk(
     st,  # int64[STATE_SLOTS], read and written
-    interval,
+    interval,  # > 0: need-break raised at its multiples of zap time
+    interval2,  # a second such interval, or 0
     visit,
     entry_present,
     accessed_ps,
@@ -270,6 +293,7 @@ def tick_walk(
     tables,
     bp,  # bottom.Bottom.tick_prefix
     max_yields,
+    log,  # int64[yields, LOG_COLUMNS]: filled as far as it goes (a trace), or empty
 ):
     (th_p, th_a, th_d, tslot, salts, order_key, rank_counts, run_b, run_lo, run_hi, run_m, run_add,
      run_th, split, split_cum, child_lo, below, child_cost, child_tables, child_cost_each,
@@ -282,10 +306,10 @@ def tick_walk(
     ks = js = np.int64(0)  # where the search began: the visit after the last yield
     while True:
         # The next yield: the first visit whose check (after its visit cost)
-        # sees the next multiple of the interval, if the walk made progress
+        # sees the next multiple of an interval, if the walk made progress
         # (a step side) since the last yield; otherwise the first step side
         # after it.
-        boundary = (st[CLEARED_AT] // interval + 1) * interval
+        boundary = _next_raise(st[CLEARED_AT], interval, interval2)
         x = boundary - visit - (st[CLOCK] - here_c)
         kx = _gallop(cum_cost, k, x)
         if kx > k:
@@ -356,10 +380,13 @@ def tick_walk(
         at_level = level[k] if (head == 1 and found == 0) else bottom_level
         st[CLOCK] += visit
         st[VISITS] += 1
+        flushed = 0
         if flush_on_yield and st[PENDING]:
             st[CLOCK] += flush_ps
             st[FLUSHES] += 1
             st[PENDING] = 0
+            flushed = 1
+        hold_end, queued = st[CLOCK], st[HOLD_TABLES]
         st[MAX_HOLD] = max(st[MAX_HOLD], st[CLOCK] - st[HOLD_START])
         st[PEAK_TABLES] = max(st[PEAK_TABLES], st[HOLD_TABLES])
         st[HOLD_TABLES] = 0
@@ -370,6 +397,10 @@ def tick_walk(
         ancestors = root - at_level
         st[CLOCK] += ancestors * visit
         st[VISITS] += ancestors
+        if st[YIELDS] <= len(log):
+            r = st[YIELDS] - 1
+            log[r, LOG_POSITION], log[r, LOG_HOLD_END] = c, hold_end
+            log[r, LOG_FLAGS], log[r, LOG_RESUME] = 2 * queued + flushed, st[CLOCK]
         if st[YIELDS] > max_yields:  # at most one per visit: a broken layout
             raise RuntimeError("tick walk: more yields than visits")
         b = bidx[k]

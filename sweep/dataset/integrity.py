@@ -108,11 +108,17 @@ def check_dataset(run: RunDir) -> Scan:
 
 def quarantine(run: RunDir, bad: BadFile) -> BadFile:
     """Move a bad file of ``run``'s dataset to ``quarantine/``, with a ``.why`` note."""
-    target = run.quarantined(bad.path)
+    return BadFile(bad.path, bad.reason, set_aside(bad.path, run.quarantined(bad.path), bad.reason))
+
+
+def set_aside(path: Path, target: Path, why: str) -> Path:
+    """Move ``path`` to ``target`` (a new name if taken) with a ``.why`` note
+    beside it; the move is made durable.  Returns where it went."""
     target.parent.mkdir(parents=True, exist_ok=True)
     if target.exists():
         target = target.with_name(f"{target.name}.{datetime.now(UTC):%Y%m%dT%H%M%S%f}")
-    os.replace(bad.path, target)
-    target.with_name(target.name + ".why").write_text(bad.reason + "\n")
-    fsync_dir(bad.path.parent)
-    return BadFile(bad.path, bad.reason, target)
+    os.replace(path, target)
+    target.with_name(target.name + ".why").write_text(why + "\n")
+    fsync_dir(path.parent)
+    fsync_dir(target.parent)
+    return target

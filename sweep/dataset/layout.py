@@ -8,10 +8,11 @@
         paging_levels=<n>/strategy=<s>/part-<uuid>.parquet
       .staging/               result files being written, beside <results>
       quarantine/             bad result files moved aside, beside <results>
-      summary.parquet, report.md, report.html, plots/   the report
+      superseded/             result files whose error rows a retry replaced, beside <results>
+      summary.parquet, vms.parquet, report.md, report.html, plots/   the report
       compare.md              the full table of a comparison with this run as B
 
-``.staging/`` and ``quarantine/`` sit next to the dataset, not necessarily in
+``.staging/``, ``quarantine/`` and ``superseded/`` sit next to the dataset, not necessarily in
 the run directory, so that a rename into or out of the dataset never crosses
 a filesystem (it is atomic).
 """
@@ -29,12 +30,14 @@ PARTITION_COLUMNS = ("paging_levels", "strategy")
 DEFAULT_RESULTS = "results"
 STAGING = ".staging"
 QUARANTINE = "quarantine"
+SUPERSEDED = "superseded"
 HYDRA = ".hydra"
 MANIFEST = "manifest.json"
 LOCK_FILE = ".zapsweep.lock"
 # Names a results_dir may not take: the sweep's own folders.
-RESERVED = (STAGING, QUARANTINE, HYDRA)
+RESERVED = (STAGING, QUARANTINE, SUPERSEDED, HYDRA)
 RESULT_GLOB = "*.parquet"
+KEPT_SUFFIX = "-kept.parquet"
 
 
 class NotARun(FileNotFoundError):
@@ -97,6 +100,16 @@ class RunDir:
         return self.path / MANIFEST
 
     @property
+    def hydra_config(self) -> Path:
+        """The run's resolved config, as Hydra (or ``sweep.run(...)``) saved it."""
+        return self.path / HYDRA / "config.yaml"
+
+    @property
+    def hydra_overrides(self) -> Path:
+        """The overrides the run was started with, as Hydra saved them."""
+        return self.path / HYDRA / "overrides.yaml"
+
+    @property
     def lock(self) -> Path:
         return self.path / LOCK_FILE
 
@@ -107,6 +120,10 @@ class RunDir:
     @property
     def quarantine(self) -> Path:
         return self.results.parent / QUARANTINE
+
+    @property
+    def superseded(self) -> Path:
+        return self.results.parent / SUPERSEDED
 
     # The dataset ------------------------------------------------------------------
 
@@ -126,6 +143,22 @@ class RunDir:
         """Where a bad file of the dataset goes: the same relative path in quarantine/."""
         return self.quarantine / path.relative_to(self.results)
 
+    def superseded_file(self, path: Path) -> Path:
+        """Where a file whose error rows were retried goes: its relative path in superseded/."""
+        return self.superseded / path.relative_to(self.results)
+
+    @staticmethod
+    def kept_rows(path: Path) -> Path:
+        """The file that holds, in results/, the rows of ``path`` a retry kept."""
+        return path.with_name(f"{path.stem}{KEPT_SUFFIX}")
+
+    @staticmethod
+    def kept_from(path: Path) -> Path | None:
+        """The file a file of kept rows came from (None for any other file)."""
+        if not path.name.endswith(KEPT_SUFFIX):
+            return None
+        return path.with_name(path.name.removesuffix(KEPT_SUFFIX) + ".parquet")
+
     # The report ---------------------------------------------------------------------
 
     @property
@@ -137,6 +170,11 @@ class RunDir:
     @property
     def summary(self) -> Path:
         return self.report_dir / "summary.parquet"
+
+    @property
+    def vms(self) -> Path:
+        """Per VM of a fleet inventory, its verdicts (the report's VMs section)."""
+        return self.report_dir / "vms.parquet"
 
     @property
     def report_md(self) -> Path:
@@ -157,7 +195,8 @@ class RunDir:
 
     def report_files(self) -> list[Path]:
         """The report's files that exist now (what writing a report replaces)."""
-        return [p for p in (self.summary, self.report_md, self.report_html) if p.exists()]
+        files = (self.summary, self.vms, self.report_md, self.report_html)
+        return [p for p in files if p.exists()]
 
 
 def runs_under(path: Path) -> list[Path]:

@@ -1,6 +1,7 @@
 """The Parquet schema of a sweep's rows: the contract with the report.
 
-Every Scenario field, ``strategy``, every ZapResult field, provenance.  On
+Every Scenario field, ``strategy``, every ZapResult field, provenance, and
+the VM's ``name`` when the sweep ran a fleet inventory.  On
 disk ``paging_levels`` and ``strategy`` are hive partition keys (directory
 names), so the files themselves hold ``FILE_SCHEMA``.
 
@@ -11,7 +12,8 @@ that a worker can build its rows' record batch with it.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -39,6 +41,14 @@ _SCENARIO_TYPES = {
     "layout": pa.string(),
     "memslots": pa.string(),  # engine.memslots_text: canonical JSON, null for a preset layout
     "split_ratio": pa.float64(),
+    "smm_populated_ratio": pa.float64(),
+    "root_zap": pa.string(),
+    "kernel": pa.string(),  # a preset's name, null for none
+    "trigger": pa.string(),
+    "ad_writeback": pa.bool_(),
+    "preempt": pa.string(),
+    "lock_contention_us": pa.float64(),  # null: no waiter for mmu_lock
+    "flush_on_remove": pa.bool_(),
 }
 assert set(_SCENARIO_TYPES) == set(SCENARIO_FIELDS), "schema out of step with engine.Scenario"
 
@@ -46,11 +56,13 @@ assert set(_SCENARIO_TYPES) == set(SCENARIO_FIELDS), "schema out of step with en
 # written as 1.0 (and hashed as 1.0: the cell id sees the columns).
 FLOAT_FIELDS = frozenset(n for n, t in _SCENARIO_TYPES.items() if pa.types.is_floating(t))
 assert FLOAT_FIELDS == {
-    f.name for f in dataclasses.fields(Scenario) if f.type in ("float", float)
+    f.name for f in dataclasses.fields(Scenario) if f.type in ("float", float, "float | None")
 }, "float columns out of step with engine.Scenario's field types"
 
 ROW_SCHEMA = pa.schema(
     [pa.field("cell_id", pa.string(), nullable=False)]
+    # the VM's name, from a fleet inventory (null without one)
+    + [pa.field("name", pa.string())]
     + [pa.field(name, _SCENARIO_TYPES[name]) for name in SCENARIO_FIELDS]
     + [pa.field("strategy", pa.string())]
     + [pa.field(name, pa.bool_() if name == "rcu_stall" else pa.int64()) for name in RESULT_FIELDS]
@@ -76,9 +88,19 @@ def scenario_columns(scenario: Scenario) -> dict[str, Any]:
     row["zap_levels"] = ",".join(scenario.zap_levels)
     row["memslots"] = memslots_text(scenario.memslots)
     for name in FLOAT_FIELDS:
-        row[name] = float(row[name])
+        if row[name] is not None:
+            row[name] = float(row[name])
     row["strategy"] = scenario.strategy
     return row
+
+
+def scenario_from_columns(row: Mapping[str, Any]) -> Scenario:
+    """The Scenario a row's columns describe: the inverse of
+    :func:`scenario_columns` (``zap_levels`` and ``memslots`` read from their text)."""
+    fields = {name: row[name] for name in SCENARIO_FIELDS if name in row}
+    if isinstance(fields.get("memslots"), str):
+        fields["memslots"] = json.loads(fields["memslots"])
+    return Scenario(**fields)
 
 
 def rows_table(rows: Sequence[dict[str, Any]]) -> pa.Table:

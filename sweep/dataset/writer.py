@@ -82,6 +82,23 @@ def encode(table: pa.Table, metadata: Mapping[str, str]) -> list[EncodedFile]:
     return out
 
 
+def stage_and_rename(run: RunDir, data: bytes, target: Path) -> Path:
+    """Write ``data`` whole under ``.staging/``, fsync it, rename it to
+    ``target`` (in its folder of ``results/``).  The rename is made durable
+    by an fsync of ``target``'s folder: the caller's (``ResultWriter.sync``)."""
+    staged = run.staging / target.name
+    fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    try:
+        view = memoryview(data)
+        while view:  # a write may be short
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)  # the bytes are on disk before the name is
+    finally:
+        os.close(fd)
+    os.replace(staged, target)
+    return target
+
+
 class ResultWriter:
     """Places batches of rows into the dataset of ``run`` as they arrive."""
 
@@ -106,20 +123,9 @@ class ResultWriter:
         renames are made durable by ``sync``, at most DIR_SYNC_S later."""
         placed = []
         for f in files:
-            name = new_file_name()
-            staged = self.run.staging / name
-            fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-            try:
-                data = memoryview(f.data)
-                while data:  # a write may be short
-                    data = data[os.write(fd, data) :]
-                os.fsync(fd)  # the bytes are on disk before the name is
-            finally:
-                os.close(fd)
             target = self.run.partition(f.paging_levels, f.strategy)
             self._ensure_dir(target)
-            os.replace(staged, target / name)
-            placed.append(target / name)
+            placed.append(stage_and_rename(self.run, f.data, target / new_file_name()))
             self.rows += f.rows
         self._unsynced.update(p.parent for p in placed)
         if time.monotonic() - self._synced_at >= DIR_SYNC_S:

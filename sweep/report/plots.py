@@ -1,4 +1,4 @@
-"""The report's three plots, drawn with matplotlib's object API (Agg, no pyplot state).
+"""The report's plots, drawn with matplotlib's object API (Agg, no pyplot state).
 
 Each function takes an already aggregated ``polars.DataFrame`` (see
 ``sweep.summary``) and writes one PNG.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,12 +21,13 @@ from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from engine import format_memory
 
-from .summary import HEATMAP_PANEL_KEYS, LAYOUT_KEYS, STRATEGY_ORDER
+from .summary import DISPLAY_ORDER, HEATMAP_PANEL_KEYS, LAYOUT_KEYS, STRATEGY_ORDER
 
 DPI = 110
 PAGE_SIZE_STYLE = {"4K": "-", "2M": "--", "1G": ":"}
 PAGING_MARKER = {4: "o", 5: "^"}
 PLOT_FILES = {
+    "kernel_latency_vs_memory": "kernel_latency_vs_memory.png",  # when kernels ran
     "latency_vs_memory": "latency_vs_memory.png",
     "rcu_hold_heatmap": "rcu_hold_heatmap.png",
     "cost_vs_latency": "cost_vs_latency.png",
@@ -165,8 +167,105 @@ def plot_latency_vs_memory(
     return path
 
 
-def _round_sig(x: float, digits: int = 2) -> float:
-    return float(f"{x:.{digits}g}")
+TRIGGER_TITLES = {"memslot": "memslot deletion", "vm_destroy": "VM destruction"}
+# Old kernels warm, new ones cool.  Kernels often give the same curve (5.18,
+# 6.6 and 6.9-prove-mmu zap alike): hollow markers of falling size, so that
+# coinciding curves show as nested marks.
+KERNEL_PALETTE = ("#b2182b", "#ef8a62", "#e6ab02", "#1b9e77", "#66a61e", "#2166ac", "#762a83")
+KERNEL_MARKERS = ("o", "s", "D", "^", "v", "P", "X")
+
+
+def _kernel_styles(kernels: Sequence[str]) -> dict[str, dict]:
+    """Line style per kernel, in version order (the known presets first)."""
+    known = DISPLAY_ORDER["kernel"]
+    ordered = [k for k in known if k in kernels] + sorted(k for k in kernels if k not in known)
+    rank = {k: i for i, k in enumerate([*known, *ordered])}
+    out = {}
+    for k in ordered:
+        i = rank[k]
+        out[k] = dict(
+            color=KERNEL_PALETTE[i % len(KERNEL_PALETTE)],
+            marker=KERNEL_MARKERS[i % len(KERNEL_MARKERS)],
+            markersize=max(3.5, 11 - 1.2 * (i % len(KERNEL_MARKERS))),
+            markerfacecolor="none",
+            markeredgewidth=1.3,
+            linewidth=1.3,
+            linestyle="--" if "-" in k else "-",
+        )
+    return out
+
+
+def plot_kernel_latency_vs_memory(
+    curve: pl.DataFrame, path: Path, budget_ms: float, stall_timeout_s: float
+) -> Path:
+    """Per kernel, worst single operation (top) and worst RCU hold (bottom)
+    against guest memory, one column per trigger, worst over every other
+    field; the budget and the RCU stall timeout drawn."""
+    triggers = [t for t in DISPLAY_ORDER["trigger"] if t in set(curve["trigger"].to_list())]
+    fig = Figure(figsize=(5.6 * max(len(triggers), 1) + 1.6, 8.4), layout="constrained")
+    if not curve.height or not triggers:
+        return _empty(fig, path, "no successful kernel cells to plot")
+    styles = _kernel_styles(curve["kernel"].unique().to_list())
+    axes = fig.subplots(2, len(triggers), sharex=True, sharey="row", squeeze=False)
+    rows = (
+        ("worst_max_op_ns", "worst single operation", budget_ms / 1e3, "budget"),
+        ("worst_max_rcu_hold_ns", "worst RCU hold", stall_timeout_s, "RCU stall timeout"),
+    )
+    mems = sorted(curve["guest_memory"].unique().to_list())
+    for j, trigger in enumerate(triggers):
+        sub = curve.filter(pl.col("trigger") == trigger)
+        for i, (column, label, limit, what) in enumerate(rows):
+            ax = axes[i][j]
+            for kernel, style in styles.items():
+                line = sub.filter(pl.col("kernel") == kernel).sort("guest_memory")
+                if not line.height:
+                    continue
+                ax.plot(
+                    line["guest_memory"].to_numpy(),
+                    line[column].to_numpy() / 1e9,
+                    label=kernel,
+                    **style,
+                )
+            ax.axhline(limit, color="crimson" if i == 0 else "black", lw=1.2, ls="-.")
+            ax.text(
+                0.01,
+                limit,
+                f" {what} {fmt_seconds(limit)}",
+                color="crimson" if i == 0 else "black",
+                va="bottom",
+                transform=ax.get_yaxis_transform(),
+            )
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("log")
+            _time_axis(ax, "y")
+            ax.grid(True, which="major", alpha=0.3)
+            if j == 0:
+                ax.set_ylabel(label)
+            if i == 0:
+                ax.set_title(TRIGGER_TITLES.get(trigger, trigger))
+            else:
+                ax.set_xticks(mems, [format_memory(int(m)) for m in mems], rotation=45)
+                ax.xaxis.set_minor_formatter(NullFormatter())
+                ax.set_xlabel("guest memory")
+    legend: dict[str, object] = {}
+    for ax in axes[0]:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            legend.setdefault(label, handle)
+    labels = [k for k in styles if k in legend]
+    fig.legend([legend[k] for k in labels], labels, loc="outside right center", fontsize=9,
+               title="kernel")  # fmt: skip
+    fig.suptitle(
+        "Kernels: worst operation and RCU hold vs guest memory (worst over the rest; "
+        "nested marks: kernels with the same curve)"
+    )
+    fig.savefig(path, dpi=DPI)
+    return path
+
+
+def _round_sig(x: float, digits: int = 2, how: Callable[[float], float] = round) -> float:
+    """``x`` at ``digits`` significant digits, rounded by ``how`` (math.ceil: up)."""
+    unit = 10.0 ** (math.floor(math.log10(x)) - digits + 1)
+    return float(f"{how(x / unit * (1 + 1e-12 if how is math.floor else 1)) * unit:.{digits}g}")
 
 
 def log_ticks(vmin: float, vmax: float, most: int = 8) -> list[float]:
@@ -186,20 +285,35 @@ def log_ticks(vmin: float, vmax: float, most: int = 8) -> list[float]:
             break
     while len(ticks) > most:  # many decades: every other one
         ticks = ticks[::2]
-    if len(ticks) < 3:
-        ticks = sorted({_round_sig(t) for t in np.geomspace(vmin, vmax, 4)})
+    if len(ticks) < 3:  # the ends rounded inwards, two between
+        lo, a, b, hi = np.geomspace(vmin, vmax, 4)
+        ticks = sorted({_round_sig(lo, how=math.ceil), _round_sig(a), _round_sig(b),
+                        _round_sig(hi, how=math.floor)})  # fmt: skip
     return [t for t in ticks if vmin * (1 - 1e-9) <= t <= vmax * (1 + 1e-9)] or [vmin, vmax]
 
 
+def _nice(x: float, down: bool) -> float:
+    """The 1-2-5 value next to ``x`` (below it, or above), if within 5% of it."""
+    decade = 10.0 ** math.floor(math.log10(x))
+    steps = [s * decade for s in (1, 2, 5, 10)]
+    nice = (
+        max(s for s in steps if s <= x * (1 + 1e-9))
+        if down
+        else min(s for s in steps if s >= x * (1 - 1e-9))
+    )
+    return nice if abs(nice - x) <= 0.05 * x else x
+
+
 def color_range(values: np.ndarray) -> tuple[float, float]:
-    """The positive range of ``values``, widened to at least a factor 1.5."""
+    """The positive range of ``values``, widened to at least a factor 1.5, its
+    ends moved to a 1-2-5 value within 5% (so that they carry a tick)."""
     positive = values[values > 0]
     vmin = float(positive.min()) if positive.size else 1e-9
     vmax = float(positive.max()) if positive.size else 1e-8
     if vmax < vmin * 1.5:
         mid = math.sqrt(vmin * vmax)
         vmin, vmax = mid / 1.25, mid * 1.25
-    return vmin, vmax
+    return _nice(vmin, down=True), _nice(vmax, down=False)
 
 
 # An empty heatmap cell says why the grid has no result there (``why_empty``);
@@ -211,16 +325,81 @@ EMPTY_PANEL_LABELS = {
 }
 
 
-def _panel_title(keys: Sequence[str], values: Sequence) -> str:
-    parts = []
-    for k, v in zip(keys, values, strict=True):
-        if k == "paging_levels":
-            parts.append(f"{v}-level paging")
-        elif k == "flush_on_yield":
-            parts.append(f"flush_on_yield={'on' if v else 'off'}")
-        else:
-            parts.append(f"{k}={v}")
-    return "\n".join(parts)
+@dataclass(frozen=True)
+class HeatmapLayout:
+    """Which fields make the heatmap's rows of panels and its columns.
+
+    Rows: the kernel, where the dataset has more than one (or any cell without
+    one), and the strategy, unless the kernel sets it (``zap_levels: kernel``:
+    then each panel names its strategy).  Columns: the paging depth, always;
+    the trigger and ``flush_on_yield`` where they vary on their own (a
+    ``flush_on_yield`` that each kernel and trigger set is no column)."""
+
+    rows: tuple[str, ...]
+    columns: tuple[str, ...]
+    fixed: dict  # fields with one value throughout (named in the title)
+
+
+def _varies_alone(grid: pl.DataFrame, key: str, keys: Sequence[str]) -> bool:
+    """Whether ``key`` takes two values where every other of ``keys`` is the same."""
+    others = [k for k in keys if k != key]
+    return grid.select(keys).unique().height > grid.select(others).unique().height
+
+
+def heatmap_layout(grid: pl.DataFrame) -> HeatmapLayout:
+    candidates = [k for k in ("strategy", *HEATMAP_PANEL_KEYS) if k in grid.columns]
+    keys = [*candidates, "vcpus", "dirty_ratio"]
+    many = {k for k in candidates if grid[k].n_unique() > 1}
+    fixed = {k: grid[k][0] for k in candidates if k not in many and k != "paging_levels"}
+    kernels = "kernel" in many
+    has_kernel = "kernel" in grid.columns and grid["kernel"].is_not_null().any()
+    rows = ["kernel"] if kernels else []
+    if not has_kernel or ("strategy" in many and _varies_alone(grid, "strategy", keys)):
+        rows.append("strategy")
+        fixed.pop("strategy", None)
+    alone = [k for k in ("trigger", "flush_on_yield") if k in many and _varies_alone(grid, k, keys)]
+    return HeatmapLayout(tuple(rows), ("paging_levels", *alone), fixed)
+
+
+def _is(key: str, value) -> pl.Expr:
+    return pl.col(key).is_null() if value is None else pl.col(key) == value
+
+
+def _panel_order(keys: Sequence[str]) -> Callable[[tuple], tuple]:
+    """Sort key of a panel's values: strategies, kernels and triggers in
+    DISPLAY_ORDER (a cell without a kernel last), numbers and flags as they sort."""
+
+    def rank(key: str, value) -> tuple:
+        if value is None:
+            return (2, 0, "")
+        order = DISPLAY_ORDER.get(key, ())
+        if value in order:
+            return (0, order.index(value), "")
+        return (1, value, "") if isinstance(value, (int, float)) else (1, 0, str(value))
+
+    return lambda values: tuple(rank(k, v) for k, v in zip(keys, values, strict=True))
+
+
+def _panels(grid: pl.DataFrame, keys: Sequence[str]) -> list[tuple]:
+    if not keys:
+        return [()]
+    return sorted(set(grid.select(keys).rows()), key=_panel_order(keys))
+
+
+def _field_label(key: str, value) -> str:
+    if key == "paging_levels":
+        return f"{value}-level paging"
+    if key == "kernel":
+        return "no kernel preset" if value is None else f"kernel {value}"
+    if key == "trigger":
+        return TRIGGER_TITLES.get(value, str(value))
+    if key == "flush_on_yield":
+        return f"flush_on_yield {'on' if value else 'off'}"
+    return str(value)
+
+
+def _label(keys: Sequence[str], values: Sequence) -> str:
+    return "\n".join(_field_label(k, v) for k, v in zip(keys, values, strict=True))
 
 
 def plot_rcu_hold_heatmap(
@@ -230,39 +409,44 @@ def plot_rcu_hold_heatmap(
     why_empty: Callable[[dict], str] | None = None,
 ) -> Path:
     """Worst RCU hold over vCPUs (x) and dirty ratio (y): a row of panels per
-    strategy, a column per paging depth (and kernel) and ``flush_on_yield``;
-    one logarithmic colour scale.  An empty cell says why: ``why_empty`` of the
+    strategy (or kernel, and strategy: ``heatmap_layout``), a column per paging
+    depth (and trigger and ``flush_on_yield``, where they vary); one
+    logarithmic colour scale.  An empty cell says why: ``why_empty`` of the
     cell's fields gives a short label ("excluded" by the grid's rules, "invalid"
     for the engine, "= per_level" for a strategy that is another at this depth,
     "no cells"); a panel empty throughout says it once."""
     if not grid.height:
         return _empty(Figure(figsize=(6, 3)), path, "no successful cells to plot")
     why_empty = why_empty or (lambda _cell: "no cells")
-    strategies = _ordered_strategies(grid)
-    panel_keys = [k for k in HEATMAP_PANEL_KEYS if k in grid.columns]
-    panels = sorted(set(grid.select(panel_keys).rows()))
+    layout = heatmap_layout(grid)
+    rows, columns = _panels(grid, layout.rows), _panels(grid, layout.columns)
+    named = "strategy" not in layout.rows and "strategy" not in layout.fixed  # per panel
     vcpus = sorted(grid["vcpus"].unique().to_list())
     dirty = sorted(grid["dirty_ratio"].unique().to_list())
     vmin, vmax = color_range(grid["worst_max_rcu_hold_ns"].to_numpy() / 1e9)
     norm = LogNorm(vmin=vmin, vmax=vmax)
+    panel_w = max(0.8 * len(vcpus), 1.4)  # room for a column's title
+    panel_h = max(0.5 * len(dirty), 0.7) + 0.3 * named
     fig = Figure(
-        figsize=(
-            1.4 + 0.8 * max(len(vcpus), 2) * len(panels) + 1.6,
-            1.0 + 0.5 * max(len(dirty), 2) * len(strategies) + 0.9,
-        ),
+        figsize=(1.6 + panel_w * len(columns) + 1.6, 1.3 + panel_h * len(rows) + 0.9),
         layout="constrained",
     )
-    axes = fig.subplots(len(strategies), len(panels), squeeze=False, sharex=True, sharey=True)
+    axes = fig.subplots(len(rows), len(columns), squeeze=False, sharex=True, sharey=True)
     image = None
-    for i, strategy in enumerate(strategies):
-        for j, panel in enumerate(panels):
+    for i, row_values in enumerate(rows):
+        for j, column_values in enumerate(columns):
             ax = axes[i][j]
-            where = dict(zip(panel_keys, panel, strict=True))
-            sub = grid.filter(pl.col("strategy") == strategy)
-            for k, v in where.items():
-                sub = sub.filter(pl.col(k) == v)
+            where = {
+                **dict(zip(layout.rows, row_values, strict=True)),
+                **dict(zip(layout.columns, column_values, strict=True)),
+            }
+            sub = grid.filter(*(_is(k, v) for k, v in where.items())) if where else grid
             m = np.full((len(dirty), len(vcpus)), np.nan)
-            for d, v, hold in sub.select("dirty_ratio", "vcpus", "worst_max_rcu_hold_ns").rows():
+            for d, v, hold in (
+                sub.group_by("dirty_ratio", "vcpus")
+                .agg(pl.col("worst_max_rcu_hold_ns").max())
+                .rows()
+            ):
                 m[dirty.index(d), vcpus.index(v)] = hold / 1e9
             image = ax.imshow(
                 np.ma.masked_invalid(np.clip(m, vmin, None)),
@@ -272,17 +456,13 @@ def plot_rcu_hold_heatmap(
                 origin="lower",
             )
             ax.set_facecolor("#eeeeee")
-            reasons = {}
-            for (r, c), hold in np.ndenumerate(m):
-                if np.isnan(hold):
-                    cell = {
-                        **where,
-                        "strategy": strategy,
-                        "vcpus": vcpus[c],
-                        "dirty_ratio": dirty[r],
-                    }
-                    reasons[r, c] = why_empty(cell)
-            if len(reasons) == m.size and len(set(reasons.values())) == 1:
+            reasons = {
+                (r, c): why_empty({**where, "vcpus": vcpus[c], "dirty_ratio": dirty[r]})
+                for (r, c), hold in np.ndenumerate(m)
+                if np.isnan(hold)
+            }
+            whole = len(reasons) == m.size and len(set(reasons.values())) == 1
+            if whole:
                 (reason,) = set(reasons.values())
                 ax.text(
                     0.5, 0.5, EMPTY_PANEL_LABELS.get(reason, reason), transform=ax.transAxes,
@@ -290,7 +470,7 @@ def plot_rcu_hold_heatmap(
                 )  # fmt: skip
             for (r, c), hold in np.ndenumerate(m):
                 if np.isnan(hold):
-                    if len(reasons) < m.size or len(set(reasons.values())) > 1:
+                    if not whole:
                         ax.text(c, r, reasons[r, c], ha="center", va="center",
                                 fontsize=7, color="#555555", style="italic")  # fmt: skip
                     continue
@@ -307,19 +487,24 @@ def plot_rcu_hold_heatmap(
                 )
             ax.set_xticks(range(len(vcpus)), [str(v) for v in vcpus])
             ax.set_yticks(range(len(dirty)), [f"{d:g}" for d in dirty])
-            if i == 0:
-                ax.set_title(_panel_title(panel_keys, panel), fontsize=9)
+            title = [_label(layout.columns, column_values)] if i == 0 else []
+            if named and sub.height:  # the strategy the kernel zaps with here
+                title.append(", ".join(_ordered_strategies(sub)))
+            if title:
+                ax.set_title("\n".join(title), fontsize=9 if i == 0 else 8)
             if j == 0:
-                ax.set_ylabel(f"{strategy}\ndirty ratio")
-            if i == len(strategies) - 1:
+                label = "\n".join(filter(None, [_label(layout.rows, row_values), "dirty ratio"]))
+                ax.set_ylabel(label, rotation=0, ha="right", va="center")
+            if i == len(rows) - 1:
                 ax.set_xlabel("vCPUs")
     cbar = fig.colorbar(image, ax=axes, shrink=0.8, label="worst RCU hold (max_rcu_hold_ns)")
     cbar.set_ticks(log_ticks(vmin, vmax))
     cbar.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _p: fmt_seconds(v)))
     cbar.ax.yaxis.set_minor_formatter(NullFormatter())
+    fixed = ", ".join(_field_label(k, v) for k, v in layout.fixed.items() if v is not None)
     fig.suptitle(
-        f"Worst RCU hold (stall at {fmt_seconds(stall_timeout_s)})\n"
-        "worst over guest memory, page size and every other field",
+        f"Worst RCU hold (stall at {fmt_seconds(stall_timeout_s)}){'; ' + fixed if fixed else ''}"
+        "\nworst over guest memory, page size and every other field",
         fontsize=10,
     )
     fig.savefig(path, dpi=DPI)

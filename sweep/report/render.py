@@ -22,7 +22,7 @@ import polars as pl
 from engine import Scenario, ScenarioError, format_memory, strategy_name
 from sweep.dataset import BadFile, read_manifest
 
-from . import plots, summary
+from . import fleet, plots, summary
 from .plots import fmt_seconds
 from .summary import (
     DEFAULT_GROUP_KEYS,
@@ -36,6 +36,7 @@ DEFAULT_BUDGET_MS = 100.0
 DEFAULT_STALL_TIMEOUT_S = 21.0
 MAX_ERRORS_LISTED = 100
 MAX_SUMMARY_ROWS_MD = 200
+MAX_VM_SECTIONS = 100  # a section each for the VMs with the longest worst operation
 PROVENANCE_COLUMNS = ("engine", "cost_model", "engine_version")
 
 
@@ -133,6 +134,8 @@ def terminal_table(df: pl.DataFrame) -> str:
 
 
 HEADLINE_HEADERS = {
+    "kernel": "kernel",
+    "trigger": "trigger",
     "paging_levels": "paging",
     "layout": "layout",
     "split_ratio": "split",
@@ -171,7 +174,14 @@ def headline(verdicts: pl.DataFrame, price: pl.DataFrame) -> pl.DataFrame:
     return out.select(c for c in HEADLINE_HEADERS if c in out.columns)
 
 
+TRIGGER_NAMES = {"memslot": "memslot deletion", "vm_destroy": "VM destruction"}
+
+
 def _group_name(key: str, value: Any) -> str:
+    if key == "kernel":
+        return "no kernel preset" if value is None else f"kernel {value}"
+    if key == "trigger":
+        return TRIGGER_NAMES.get(value, str(value))
     if key == "paging_levels":
         return f"{value}-level paging"
     if key == "page_size":
@@ -240,6 +250,58 @@ def incomplete_note(manifest: dict | None, rows: int) -> str | None:
     return text + " Every figure below is of these cells only."
 
 
+def kernel_lines(kernels: pl.DataFrame, budget_ms: float) -> list[str]:
+    """One sentence per kernel and trigger: its worst operation and RCU
+    hold, and the largest guest without an RCU stall."""
+    budget = fmt_seconds(budget_ms / 1e3)
+    lines = []
+    for row in kernels.filter(pl.col("cells") > 0).iter_rows(named=True):
+        who = f"**On {row['kernel']}, {TRIGGER_NAMES.get(row['trigger'], row['trigger'])}:**"
+        op = f"worst operation {fmt_ns(row['worst_max_op_ns'])}"
+        under, over = row["under_budget_up_to"], row["over_budget_from"]
+        if over is None:
+            op += f" (under {budget} at every size tested)"
+        elif under is None:
+            op += f" (over {budget} from the smallest guest tested, {fmt_mem(over)})"
+        else:
+            op += f" (under {budget} up to {fmt_mem(under)}, over from {fmt_mem(over)})"
+        free, stalls = row["stall_free_up_to"], row["stalls_from"]
+        if stalls is None:
+            stall = f"no RCU stall up to {fmt_mem(row['largest_memory'])}, the largest tested"
+        elif free is None:
+            stall = f"RCU stalls from {fmt_mem(stalls)}, the smallest guest tested"
+        else:
+            stall = f"RCU stalls from {fmt_mem(stalls)}: no stall up to {fmt_mem(free)}"
+        hold = fmt_ns(row["worst_max_rcu_hold_ns"])
+        lines.append(f"{who} {op}, worst RCU hold {hold}; {stall}.")
+    return lines
+
+
+KERNEL_COLUMNS = (
+    "kernel",
+    "trigger",
+    "cells",
+    "errors",
+    "largest_memory",
+    "worst_max_op_ns",
+    "worst_max_rcu_hold_ns",
+    "worst_wall_ns",
+    "stalls",
+    "under_budget_up_to",
+    "over_budget_from",
+    "stall_free_up_to",
+    "stalls_from",
+)
+KERNEL_HEADERS = {
+    "largest_memory": "largest guest",
+    "worst_max_op_ns": "worst op",
+    "worst_max_rcu_hold_ns": "worst RCU hold",
+    "worst_wall_ns": "longest zap (wall)",
+    "stall_free_up_to": "no stall up to",
+    "stalls_from": "stalls from",
+}
+
+
 @dataclass(frozen=True)
 class ReportData:
     """Everything a report shows, aggregated from one dataset."""
@@ -261,6 +323,10 @@ class ReportData:
     provenance: dict[str, list]
     manifest: dict | None
     skipped: tuple[BadFile, ...] = ()  # files the integrity check refused, not read
+    vms: pl.DataFrame | None = None  # per VM of a fleet inventory (fleet.vm_verdicts)
+    vm_shapes: pl.DataFrame | None = None
+    kernels: pl.DataFrame | None = None  # summary.kernel_verdicts, when kernels ran
+    kernel_curve: pl.DataFrame | None = None  # worst cases per kernel, trigger, memory
 
 
 def collect(
@@ -277,6 +343,16 @@ def collect(
     price = summary.price_of_safety(lf, keys=verdict_keys)
     summ = summary.summarize(lf, keys)
     plot_summary = summ if keys == DEFAULT_GROUP_KEYS else summary.summarize(lf)
+    manifest = read_manifest(results.run)
+    vms = fleet.vm_verdicts(lf) if fleet.has_vms(lf) else None
+    columns = ((manifest or {}).get("inventory") or {}).get("columns")
+    # The latency plot is worst over kernels and triggers; they have their own.
+    plot_keys = [k for k in verdict_keys if k not in summary.KERNEL_KEYS]
+    kernels = kernel_curve = None
+    if summary.has_kernels(lf):
+        kernels = summary.kernel_verdicts(lf, budget_ms)
+        with_kernel = lf.filter(pl.col("kernel").is_not_null())
+        kernel_curve = summary.memory_curve(with_kernel, summary.KERNEL_KEYS)
     return ReportData(
         source=source or str(results.run.results),
         budget_ms=budget_ms,
@@ -287,14 +363,18 @@ def collect(
         verdicts=verdicts,
         price=price,
         headline=headline(verdicts, price),
-        curve=summary.memory_curve(lf, verdict_keys),
+        curve=summary.memory_curve(lf, plot_keys),
         rcu_grid=summary.rcu_hold_grid(lf),
         plot_summary=plot_summary,
         error_count=summary.error_count(lf),
         errors=summary.error_rows(lf, MAX_ERRORS_LISTED),
         provenance=summary.distinct_values(lf, PROVENANCE_COLUMNS + ("worker",)),
-        manifest=read_manifest(results.run),
+        manifest=manifest,
         skipped=results.skipped,
+        vms=vms,
+        vm_shapes=fleet.vm_shapes(lf, columns) if vms is not None else None,
+        kernels=kernels,
+        kernel_curve=kernel_curve,
     )
 
 
@@ -393,10 +473,12 @@ def sections(data: ReportData, plot_paths: dict[str, Path]) -> list[Section]:
                 ),
             ),
         ),
+        *_kernel_sections(data),
         Section(
             "Verdicts",
             (Bullets(tuple(verdict_lines(data.verdicts, data.budget_ms)) or ("no results",)),),
         ),
+        *vm_sections(data),
         Section(
             "Headline",
             (
@@ -464,6 +546,96 @@ def sections(data: ReportData, plot_paths: dict[str, Path]) -> list[Section]:
     provenance = pl.DataFrame(_provenance_rows(data), schema=["item", "value"], orient="row")
     out.append(Section("Provenance", (Table(provenance),)))
     return out
+
+
+VM_HEADERS = {
+    "worst_max_op_ns": "worst op",
+    "worst_max_rcu_hold_ns": "worst RCU hold",
+    "stalls": "cells with an RCU stall",
+}
+
+
+def vm_sections(data: ReportData) -> list[Section]:
+    """For a fleet inventory: a table of every VM (its worst operation per
+    strategy, and whether it stalls), then a section per VM."""
+    if data.vms is None or not data.vms.height:
+        return []
+    vms = data.vms
+    keys = [k for k in fleet.PER if k in vms.columns]
+    per = " and ".join(keys)
+    verdict = vms.with_columns(
+        pl.struct("worst_max_op_ns", "stalls")
+        .map_elements(
+            lambda r: fmt_ns(r["worst_max_op_ns"]) + (", RCU stall" if r["stalls"] else ""),
+            return_dtype=pl.String,
+        )
+        .alias("verdict"),
+        pl.concat_str([pl.col(k).cast(pl.String) for k in keys], separator=" / ").alias("per"),
+    )
+    overview = verdict.pivot(on="per", index="name", values="verdict", aggregate_function="first")
+    names = vms["name"].unique(maintain_order=True).to_list()
+    shapes = {
+        r["name"]: r for r in (data.vm_shapes.to_dicts() if data.vm_shapes is not None else [])
+    }
+    out = [
+        Section(
+            f"VMs ({len(names)})",
+            (
+                Text(
+                    f"Per VM of the inventory, per {per}: the worst single operation over the "
+                    "VM's cells, and whether any of them holds RCU past the stall timeout. "
+                    f"The VM with the longest worst operation first; a section each for the "
+                    f"first {MAX_VM_SECTIONS}. All of it is in `vms.parquet`."
+                ),
+                Table(overview.fill_null("—")),
+            ),
+        )
+    ]
+    for name in names[:MAX_VM_SECTIONS]:
+        rows = vms.filter(pl.col("name") == name)
+        shape = shapes.get(name, {})
+        described = ", ".join(
+            f"{k}={fmt_mem(v) if k == 'guest_memory' else fmt_plain(v)}"
+            for k, v in shape.items()
+            if k != "name"
+        )
+        stalls = rows.filter(pl.col("stalls") > 0)[keys[-1]].to_list()
+        line = (f"{described}. " if described else "") + (
+            f"RCU stall with {', '.join(map(str, stalls))}." if stalls else "No RCU stall."
+        )
+        table = rows.select(*keys, "cells", "errors", *VM_HEADERS)
+        out.append(Section(f"VM {name}", (Text(line), Table(display(table, VM_HEADERS))), level=3))
+    if len(names) > MAX_VM_SECTIONS:
+        out.append(Section(None, (Text(f"{len(names) - MAX_VM_SECTIONS} more VMs: see above."),)))
+    return out
+
+
+def _kernel_sections(data: ReportData) -> list[Section]:
+    if data.kernels is None:
+        return []
+    budget = fmt_seconds(data.budget_ms / 1e3)
+    table = data.kernels.select(c for c in KERNEL_COLUMNS if c in data.kernels.columns)
+    headers = {
+        **KERNEL_HEADERS,
+        "under_budget_up_to": f"under {budget} up to",
+        "over_budget_from": f"over {budget} from",
+    }
+    return [
+        Section(
+            "Kernels",
+            (
+                Text(
+                    "Per kernel preset and what triggers the zap, worst over every other field "
+                    "(paging depth, page size, roots, ...): the worst single operation, the "
+                    "worst RCU hold, and the largest guest without an RCU stall (it and every "
+                    "smaller one tested). *longest zap (wall)*: until the last root is done, "
+                    "parallel workers counted once."
+                ),
+                Bullets(tuple(kernel_lines(data.kernels, data.budget_ms)) or ("no results",)),
+                Table(display(table, headers)),
+            ),
+        )
+    ]
 
 
 def _error_blocks(data: ReportData) -> tuple[Block, ...]:
@@ -558,10 +730,11 @@ def render_html(data: ReportData, plot_paths: dict[str, Path]) -> str:
 
 
 def empty_cell_reason(manifest: dict | None) -> Callable[[dict], str]:
-    """Why a heatmap cell (strategy, paging depth, flush_on_yield, vCPUs, dirty
-    ratio) has no result: a rule of the run's ``exclude`` matches it, the
-    strategy is not valid at that depth, or it is another strategy there (its
-    cells are named by that one); else no cell of the grid (or none succeeded)."""
+    """Why a heatmap cell (strategy or kernel, paging depth, trigger,
+    flush_on_yield, vCPUs, dirty ratio: those the heatmap shows) has no
+    result: a rule of the run's ``exclude`` matches it, the strategy is not
+    valid at that depth, or it is another strategy there (its cells are named
+    by that one); else no cell of the grid (or none succeeded)."""
     from sweep.run.grid import is_excluded
 
     grid = (manifest or {}).get("grid")
@@ -569,10 +742,12 @@ def empty_cell_reason(manifest: dict | None) -> Callable[[dict], str]:
 
     def why(cell: dict) -> str:
         written = {k: v for k, v in cell.items() if k != "strategy"}
-        if rules and is_excluded({**written, "zap_levels": cell["strategy"]}, rules):
+        if "strategy" in cell:
+            written["zap_levels"] = cell["strategy"]
+        if rules and is_excluded(written, rules):
             return "excluded"
         depth = cell.get("paging_levels")
-        if depth is None:
+        if depth is None or "strategy" not in cell:
             return "no cells"
         try:
             levels = Scenario(paging_levels=depth, zap_levels=cell["strategy"]).zap_levels
@@ -587,7 +762,15 @@ def empty_cell_reason(manifest: dict | None) -> Callable[[dict], str]:
 def write_plots(data: ReportData, plots_dir: Path) -> dict[str, Path]:
     plots_dir.mkdir(parents=True, exist_ok=True)
     f = plots.PLOT_FILES
-    return {
+    drawn = {}
+    if data.kernel_curve is not None:
+        drawn["kernel_latency_vs_memory"] = plots.plot_kernel_latency_vs_memory(
+            data.kernel_curve,
+            plots_dir / f["kernel_latency_vs_memory"],
+            data.budget_ms,
+            data.stall_timeout_s,
+        )
+    return drawn | {
         "latency_vs_memory": plots.plot_latency_vs_memory(
             data.curve, plots_dir / f["latency_vs_memory"], data.budget_ms, data.stall_timeout_s
         ),
@@ -622,6 +805,9 @@ def write_report(
     run = results.run
     written: dict[str, Path] = {"summary": run.summary}
     data.summary.write_parquet(run.summary)
+    if data.vms is not None:
+        written["vms"] = run.vms
+        data.vms.write_parquet(run.vms)
     written.update(write_plots(data, run.plots))
     plot_paths = {k: v for k, v in written.items() if k in plots.PLOT_FILES}
     written["report_md"] = run.report_md
@@ -640,6 +826,9 @@ def headline_table(path: Source, budget_ms: float = DEFAULT_BUDGET_MS) -> str:
     budget = fmt_seconds(budget_ms / 1e3)
     headers = {**HEADLINE_HEADERS, "under_budget_up_to": f"under {budget} up to"}
     lines = [terminal_table(display(table, headers))]
+    if summary.has_kernels(lf):
+        kernels = kernel_lines(summary.kernel_verdicts(lf, budget_ms), budget_ms)
+        lines += [line.replace("**", "") for line in kernels]
     lines += [line.replace("**", "") for line in verdict_lines(v, budget_ms)]
     n_err = summary.error_count(lf)
     if n_err:

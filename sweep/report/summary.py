@@ -18,7 +18,7 @@ from pathlib import Path
 
 import polars as pl
 
-from engine import SCENARIO_FIELDS
+from engine import SCENARIO_FIELDS, TRIGGERS, available_kernels
 from sweep.dataset import BadFile, RunDir, check_dataset
 from sweep.dataset.layout import PARTITION_COLUMNS
 
@@ -34,11 +34,18 @@ DEFAULT_GROUP_KEYS: tuple[str, ...] = (
     "mmu_lock",
 )
 # Verdicts and the price of safety are judged per paging depth and page size,
-# and per memory layout and split ratio where a dataset holds more than one
-# (verdict_keys): a worst case over q35 and flat guests answers neither.
+# and per kernel, trigger, memory layout and split ratio where a dataset
+# holds more than one (verdict_keys): a worst case over q35 and flat guests,
+# or over 5.15 and 6.6, answers neither.
 VERDICT_KEYS: tuple[str, ...] = ("paging_levels", "page_size", "strategy")
+KERNEL_KEYS: tuple[str, ...] = ("kernel", "trigger")
 LAYOUT_KEYS: tuple[str, ...] = ("layout", "split_ratio")
-VERDICT_KEY_ORDER: tuple[str, ...] = (VERDICT_KEYS[0], *LAYOUT_KEYS, *VERDICT_KEYS[1:])
+VERDICT_KEY_ORDER: tuple[str, ...] = (
+    *KERNEL_KEYS,
+    VERDICT_KEYS[0],
+    *LAYOUT_KEYS,
+    *VERDICT_KEYS[1:],
+)
 # What verdicts() says per group of VERDICT_KEYS, beside its counts and worst cases.
 VERDICT_COLUMNS: tuple[str, ...] = (
     "largest_memory",
@@ -141,6 +148,8 @@ DISPLAY_ORDER: dict[str, tuple[str, ...]] = {
     "strategy": STRATEGY_ORDER,
     "page_size": ("4K", "2M", "1G"),
     "layout": ("flat", "q35", "memslots"),
+    "kernel": available_kernels(),  # by version, not as text ("6.13" after "6.9")
+    "trigger": TRIGGERS,
 }
 
 
@@ -210,12 +219,12 @@ def summarize(source: Source, group_keys: Sequence[str] = DEFAULT_GROUP_KEYS) ->
 
 
 def verdict_keys(source: Source) -> tuple[str, ...]:
-    """VERDICT_KEYS, with the LAYOUT_KEYS that take more than one value in
-    the dataset after the paging depth (a dataset written before layouts
-    existed has none: its rows are flat guests)."""
+    """VERDICT_KEYS, with the KERNEL_KEYS and LAYOUT_KEYS that take more than
+    one value in the dataset, in VERDICT_KEY_ORDER (a dataset written before
+    they existed has none: its rows are flat guests without a kernel)."""
     lf = scan(source)
     names = lf.collect_schema().names()
-    present = [k for k in LAYOUT_KEYS if k in names]
+    present = [k for k in (*KERNEL_KEYS, *LAYOUT_KEYS) if k in names]
     varying = []
     if present:
         counts = lf.select(pl.col(k).n_unique() for k in present).collect().row(0)
@@ -310,6 +319,30 @@ def verdicts(
     return sort_groups(out, group).collect()
 
 
+def has_kernels(source: Source) -> bool:
+    """Whether any ok cell of the dataset ran under a kernel preset."""
+    lf = scan(source)
+    if "kernel" not in lf.collect_schema().names():
+        return False
+    return bool(lf.filter(OK & pl.col("kernel").is_not_null()).select(pl.len()).collect().item())
+
+
+def kernel_verdicts(source: Source, budget_ms: float = 100.0) -> pl.DataFrame:
+    """verdicts() per kernel and trigger, worst over every other field (paging
+    depth, page size, roots, ...): the largest guest without an RCU stall,
+    and within the budget, on each kernel.  Cells without a kernel are left
+    out; ``worst_wall_ns`` is the longest zap, roots and workers included."""
+    lf = scan(source).filter(pl.col("kernel").is_not_null())
+    out = verdicts(lf, budget_ms, KERNEL_KEYS)
+    wall = (
+        lf.filter(OK)
+        .group_by(KERNEL_KEYS)
+        .agg(pl.col("wall_ns").max().alias("worst_wall_ns"))
+        .collect()
+    )
+    return out.join(wall, on=list(KERNEL_KEYS), how="left", maintain_order="left")
+
+
 def price_of_safety(
     source: Source, baseline: str = BASELINE_STRATEGY, keys: Sequence[str] | None = None
 ) -> pl.DataFrame:
@@ -374,15 +407,16 @@ def error_count(source: Source) -> int:
     return int(scan(source).select((~OK).sum()).collect().item())
 
 
-# The panels of the RCU-hold heatmap: one per paging depth (and kernel, where the
-# dataset has that column) and flush_on_yield, a row of panels per strategy.
-HEATMAP_PANEL_KEYS: tuple[str, ...] = ("paging_levels", "kernel", "flush_on_yield")
+# The panels of the RCU-hold heatmap: one per paging depth, kernel, trigger and
+# flush_on_yield (those of them the dataset has), a row of panels per strategy
+# or kernel (plots.heatmap_layout).
+HEATMAP_PANEL_KEYS: tuple[str, ...] = ("paging_levels", "kernel", "trigger", "flush_on_yield")
 
 
 def rcu_hold_grid(source: Source) -> pl.DataFrame:
-    """Worst ``max_rcu_hold_ns`` per strategy, paging depth (and kernel, if the
-    dataset has one), flush_on_yield, vCPUs and dirty ratio: the worst over
-    every other field (guest memory, page size, ...)."""
+    """Worst ``max_rcu_hold_ns`` per strategy, paging depth, kernel, trigger
+    (those two if the dataset has them), flush_on_yield, vCPUs and dirty
+    ratio: the worst over every other field (guest memory, page size, ...)."""
     lf = scan(source)
     names = lf.collect_schema().names()
     panels = [k for k in HEATMAP_PANEL_KEYS if k in names]

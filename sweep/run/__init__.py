@@ -1,5 +1,9 @@
 """Running a grid: config -> grid -> cells -> engine on Ray -> rows into the dataset.
 
+``sweep.run(grid="smoke", overrides=[...], run_dir=None, ray_address=None)``
+(this package, called) runs a sweep from Python and returns a
+``SweepResult`` (``notebook``).
+
 - ``sweep(cfg, run_dir)``: the whole sweep the ``zapsweep`` command runs (``cli``);
 - ``Grid``, ``GridCounts``, ``GridError``, ``expand``: the lazy, indexable grid;
 - ``RunSettings``, ``Cell``, ``cell_id``, ``run_batch``, ``run_range``: cells and
@@ -7,11 +11,17 @@
 - ``RunPlan``, ``run``, ``SweepStats``: the driver's loop on a connected Ray;
 - ``ray_session``, ``init_local_ray``: the Ray a sweep runs on;
 - ``run_dir_lock``, ``RunDirLocked``: one sweep per run directory;
-- ``check_config``, ``ConfigError``, ``OutputError``: what is refused before Ray starts.
+- ``check_config``, ``ConfigError``, ``InventoryError``, ``OutputError``: what is
+  refused before Ray starts;
+- ``Inventory``: a fleet inventory's rows, one axis of the grid;
+- ``run_sweep``, ``SweepResult``: a sweep from Python.
 
 Names are imported on first use: a worker running a range imports ``cells``
 and the engine only, never the driver's Hydra, tqdm or Arrow datasets.
 """
+
+import sys
+import types
 
 from sweep.faces import lazy_face
 
@@ -38,6 +48,22 @@ _EXPORTS = {
     "check_config": "validate",
     "ConfigError": "validate",
     "OutputError": "validate",
+    "InventoryError": "validate",
+    "Inventory": "inventory",
+    "run_sweep": "notebook",
+    "SweepResult": "notebook",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_face(__name__, _EXPORTS)
+
+
+class RunPackage(types.ModuleType):
+    """This package, callable: ``sweep.run(...)`` is ``run_sweep(...)``."""
+
+    def __call__(self, *args, **kwargs):
+        from .notebook import run_sweep
+
+        return run_sweep(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = RunPackage

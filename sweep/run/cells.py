@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from engine import ENGINE_VERSION, CostModel, GuestCache, Scenario, simulate
+from engine import ENGINE_VERSION, PART_I_VALUES, CostModel, GuestCache, Scenario, simulate
 from sweep.dataset.schema import rows_table, scenario_columns
 
 from .grid import Grid, GridCounts
@@ -57,25 +57,37 @@ class RunSettings:
 class Cell:
     cell_id: str
     scenario: Scenario
+    name: str | None = None  # the VM's name, from an inventory
 
 
-def cell_id(scenario: Scenario, settings: RunSettings) -> str:
-    """A stable hash of the scenario, engine, cost model and engine version.
+def cell_id(scenario: Scenario, settings: RunSettings, name: str | None = None) -> str:
+    """A stable hash of the scenario, engine, cost model and engine version,
+    and of the VM's name when an inventory names it (two VMs of one shape
+    are two cells).
 
     Canonical JSON (sorted keys, normalised types) hashed with SHA-256; 16 hex
     digits.  Equal scenarios written differently ("1GiB" vs 1073741824) share
     an id; any change of a field, the engine, a cost or ENGINE_VERSION does not.
+    The fields added with roots, kernels, triggers and contention are left out
+    at the value that means "as in Part I" (``engine.PART_I_VALUES``): such a
+    cell gives the result it gave before they existed, and keeps its id.
     """
-    # Same bytes as json.dumps({"scenario": ..., **identity}, sort_keys=True):
-    # the identity's keys (cost_model, engine, engine_version) sort before
-    # "scenario", so the settings part is spliced in once-encoded.
-    columns = json.dumps(scenario_columns(scenario), sort_keys=True, separators=(",", ":"))
-    text = settings.identity_json[:-1] + ',"scenario":' + columns + "}"
+    # Same bytes as json.dumps({"scenario": ..., "name": ..., **identity},
+    # sort_keys=True): the identity's keys (cost_model, engine,
+    # engine_version) sort before "name" and "scenario", so the settings part
+    # is spliced in once-encoded; "name" is left out when there is none.
+    hashed = scenario_columns(scenario)
+    for field_name, value in PART_I_VALUES.items():
+        if hashed[field_name] == value:
+            del hashed[field_name]
+    columns = json.dumps(hashed, sort_keys=True, separators=(",", ":"))
+    named = "" if name is None else ',"name":' + json.dumps(name)
+    text = settings.identity_json[:-1] + named + ',"scenario":' + columns + "}"
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def make_cell(scenario: Scenario, settings: RunSettings) -> Cell:
-    return Cell(cell_id(scenario, settings), scenario)
+def make_cell(scenario: Scenario, settings: RunSettings, name: str | None = None) -> Cell:
+    return Cell(cell_id(scenario, settings, name), scenario, name)
 
 
 def run_cell(
@@ -84,6 +96,7 @@ def run_cell(
     """One row: the scenario, its result or its error, and provenance."""
     row = {
         "cell_id": cell.cell_id,
+        "name": cell.name,
         **scenario_columns(cell.scenario),
         **settings.provenance_columns(),
         "worker": worker,
@@ -114,9 +127,12 @@ def run_batch(
 
     Cells of one VM shape run back to back and share its page table draw
     (the fast engine's GuestCache): in a grid most cells differ only in
-    strategy, vCPUs or scheduling."""
-    guests = GuestCache(size=1)
-    shape = [tuple(getattr(c.scenario, f) for f in GuestCache.KEY) for c in cells]
+    strategy, kernel, vCPUs or scheduling.  A cell with an SMM root draws a
+    second table, so the cache holds two, and the cells with an SMM root of
+    one shape run after those without."""
+    guests = GuestCache(size=2)
+    keys = (*GuestCache.KEY, "smm_populated_ratio")
+    shape = [tuple(getattr(c.scenario, f) for f in keys) for c in cells]
     order = sorted(range(len(cells)), key=lambda i: shape[i])
     return [run_cell(cells[i], settings, worker, guests) for i in order]
 
@@ -126,6 +142,7 @@ def error_table(cells: Sequence[Cell], settings: RunSettings, message: str) -> p
     rows = [
         {
             "cell_id": c.cell_id,
+            "name": c.name,
             **scenario_columns(c.scenario),
             **settings.provenance_columns(),
             "status": "error",
@@ -167,10 +184,11 @@ def new_cells(
     counts = RangeCounts()
     cells = []
     for digits, scenario in grid.scenarios(lo, hi, counts.grid):
-        if grid.is_duplicate(digits, scenario):
+        name = grid.name(digits)
+        if grid.is_duplicate(digits, scenario, name):
             counts.duplicates += 1
             continue
-        cells.append(make_cell(scenario, settings))
+        cells.append(make_cell(scenario, settings, name))
     if done is not None and len(done) and cells:
         keys = np.array([int(c.cell_id, 16) for c in cells], dtype=np.uint64)
         at = np.minimum(np.searchsorted(done, keys), len(done) - 1)

@@ -15,6 +15,7 @@ checked is the one used, and a resume command can name it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import resource
 import shlex
@@ -28,13 +29,14 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from engine import ENGINE_VERSION, ScenarioError, load_cost_model
+from engine import ENGINE_VERSION, ScenarioError, kernel_preset, load_cost_model
 from sweep.dataset import (
     Provenance,
     ResultWriter,
     RunDir,
     Scan,
     check_dataset,
+    finish_superseding,
     quarantine,
     read_manifest,
     write_manifest,
@@ -43,8 +45,10 @@ from sweep.dataset import (
 from .cells import RunSettings
 from .cluster import ClusterUnreachable
 from .grid import Grid, GridError
+from .inventory import Inventory, path_override, read_inventory
 from .lock import RunDirLocked, check_free, run_dir_lock
 from .progress import Progress
+from .retry import prepare_retry, recorded_overrides
 from .stop import Stopped, StopSignals, exit_code, signal_name
 from .validate import (
     ConfigError,
@@ -52,6 +56,7 @@ from .validate import (
     check_config,
     check_overrides,
     check_run_dir,
+    check_settings,
     missing_parents,
     probe_output,
 )
@@ -62,34 +67,58 @@ PROG = "zapsweep"
 USER_ERROR_EXIT = 2
 
 
-def prepare(cfg: DictConfig) -> tuple[RunSettings, Grid]:
-    """Every check of the settings and the grid; what the sweep runs.  Raises
-    ConfigError, GridError or ScenarioError naming the key and what is allowed."""
-    check_config(OmegaConf.to_container(cfg, resolve=True))
-    model = load_cost_model(OmegaConf.to_container(cfg.cost_model, resolve=True))
-    grid = Grid.of(OmegaConf.to_container(cfg.grid, resolve=True))
-    return RunSettings(engine=cfg.engine, cost_model=model), grid
+def prepare(cfg: DictConfig) -> tuple[RunSettings, Grid | None, Inventory | None]:
+    """Every check of the settings, the inventory and the grid; what the
+    sweep runs.  Raises ConfigError (InventoryError), GridError or
+    ScenarioError naming the key, or the row and column, and what is allowed.
+    A retry runs the failed rows, not the grid: its grid (None) comes from the
+    run directory."""
+    config = OmegaConf.to_container(cfg, resolve=True)
+    inventory = grid = None
+    if config["retry"] is not None:
+        check_settings(config)
+    else:
+        inventory = read_inventory(config["inventory"]["path"])
+        rows = inventory.axis() if inventory else None
+        check_config(config, rows)
+        grid = Grid.of(config["grid"], rows)
+    model = load_cost_model(config["cost_model"])
+    return RunSettings(engine=cfg.engine, cost_model=model), grid, inventory
 
 
 def sweep(cfg: DictConfig, run_dir: Path, command: str | None = None) -> dict[str, Any]:
     """Run the sweep ``cfg`` describes into ``run_dir``; return the manifest.
 
-    Before Ray starts: every setting and grid value is checked (ConfigError,
-    GridError, ScenarioError name the key), the run directory is locked
-    (RunDirLocked names the holder), and a probe is written where results go
-    (OutputError).  Bad files in results/ are quarantined and their cells rerun.
-    A cluster that does not answer raises ClusterUnreachable.
+    Before Ray starts: every setting, grid value and inventory row is checked
+    (ConfigError, InventoryError, GridError, ScenarioError name the key, or
+    the row and column), the run directory is locked (RunDirLocked names the
+    holder), and a probe is written where results go (OutputError).  Bad
+    files in results/ are quarantined and their cells rerun.  With
+    ``retry=errors`` the run's failed cells run again, and nothing else.  A
+    cluster that does not answer raises ClusterUnreachable.
 
     SIGINT or SIGTERM stops it: the manifest then says ``"status":
     "interrupted"`` (``"failed"`` if it raised) and records ``command``, the
     command that resumes it (by default ``resume_command(run_dir)``).
     """
     started = time.monotonic()
-    settings, grid = prepare(cfg)
+    settings, grid, inventory = prepare(cfg)
     run_at = RunDir.at(run_dir, cfg.results_dir)
     with StopSignals() as stop, run_dir_lock(run_dir):
         probe_output(run_at)
         scan = _quarantine_bad_files(run_at)
+        retry = None
+        if finish_superseding(run_at):  # a retry stopped between its two steps
+            scan = check_dataset(run_at)
+        if cfg.retry == "errors":
+            retry = prepare_retry(run_at, settings)
+            grid, scan = retry.grid, check_dataset(run_at)
+            log.info(
+                "retry=errors: %d failed cells run again; %d files moved to %s",
+                retry.cells,
+                len(retry.superseded),
+                run_at.superseded,
+            )
         from .runner import RunPlan  # Ray is imported only by a sweep that will run
 
         plan = RunPlan(
@@ -99,8 +128,15 @@ def sweep(cfg: DictConfig, run_dir: Path, command: str | None = None) -> dict[st
             batch_size=cfg.batch.size,
             max_in_flight=cfg.batch.max_in_flight,
             max_retries=cfg.ray.max_retries,
+            max_failures=cfg.max_failures,
         )
-        return _run(cfg, run_at, plan, scan, started, stop, command or resume_command(run_dir))
+        previous = read_manifest(run_at) or {}
+        extra = {
+            "inventory": inventory.describe() if inventory else previous.get("inventory"),
+            "retry": retry.as_dict() if retry else None,
+        }
+        command = command or resume_command(run_dir)
+        return _run(cfg, run_at, plan, scan, started, stop, command, extra)
 
 
 def _quarantine_bad_files(run_at: RunDir) -> Scan:
@@ -116,9 +152,13 @@ def _quarantine_bad_files(run_at: RunDir) -> Scan:
     return scan
 
 
-def _run(cfg, run_at: RunDir, plan, scan: Scan, started: float, stop, command: str) -> dict:
-    """Join or start Ray, write the manifest, run the plan, write the manifest
-    again with what happened (complete, interrupted or failed)."""
+def _run(
+    cfg, run_at: RunDir, plan, scan: Scan, started: float, stop, command: str, extra: dict
+) -> dict:
+    """Join or start Ray (a grid without cells, a retry with nothing failed,
+    needs none), write the manifest, run the plan, write the manifest again
+    with what happened (complete, stopped at max_failures, interrupted or
+    failed)."""
     from .runner import SweepStats, run
     from .session import ray_session
 
@@ -134,12 +174,15 @@ def _run(cfg, run_at: RunDir, plan, scan: Scan, started: float, stop, command: s
     )
     manifest: dict[str, Any] = {}
     stats = SweepStats()
-    with ray_session(cfg.ray, stop):
+    with ray_session(cfg.ray, stop) if plan.grid.size else contextlib.nullcontext():
         stop.check()  # a signal while Ray warmed up: stop now that Ray's calls returned
         ray_ready = time.monotonic()
-        manifest = _manifest_at_start(
-            cfg, run_at, provenance, scan, len(plan.done), command, plan.grid.size
-        )
+        manifest = {
+            **_manifest_at_start(
+                cfg, run_at, provenance, scan, len(plan.done), command, plan.grid.size
+            ),
+            **extra,
+        }
         write_manifest(run_at, manifest)
         cpu_at_start = time.process_time()
         progress = Progress(
@@ -148,7 +191,10 @@ def _run(cfg, run_at: RunDir, plan, scan: Scan, started: float, stop, command: s
         try:
             with stop.deferred():
                 stats = run(plan, writer, progress, stop.requested)
-            status = "interrupted" if stop.requested() else "complete"
+            if stop.requested():
+                status = "interrupted"
+            else:
+                status = "complete" if stats.stopped is None else "stopped"
             progress.close(quiet=stop.requested())  # the interrupted line says it all
         except BaseException as err:
             _record_failure(run_at, manifest, writer, err, stop, len(plan.done))
@@ -159,6 +205,7 @@ def _run(cfg, run_at: RunDir, plan, scan: Scan, started: float, stop, command: s
         writer.close()
         manifest.update(
             status=status,
+            stopped_because=stats.stopped,
             finished_at=_now(),
             counts={**stats.to_dict(), "rows_in_dataset": len(plan.done) + writer.rows},
             timings={
@@ -174,7 +221,7 @@ def _run(cfg, run_at: RunDir, plan, scan: Scan, started: float, stop, command: s
         if stop.requested():
             manifest["stopped_by"] = signal_name(stop.received)
         write_manifest(run_at, manifest)
-    if status == "complete":
+    if status != "interrupted":
         _log_outcome(stats, run_at)
     return manifest
 
@@ -204,6 +251,13 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+def kernel_settings(grid: dict[str, Any]) -> dict[str, Any]:
+    """The resolved settings of every kernel preset the grid names, per trigger."""
+    names = grid.get("kernel") or []
+    names = names if isinstance(names, list) else [names]
+    return {name: kernel_preset(name).to_dict() for name in dict.fromkeys(names) if name}
+
+
 def _manifest_at_start(
     cfg: DictConfig,
     run_at: RunDir,
@@ -214,6 +268,7 @@ def _manifest_at_start(
     grid_size: int,
 ) -> dict[str, Any]:
     previous = read_manifest(run_at)
+    grid = OmegaConf.to_container(cfg.grid, resolve=True)
     return {
         **provenance.as_dict(),
         "results_dir": cfg.results_dir,
@@ -221,7 +276,8 @@ def _manifest_at_start(
         "status": "running",
         "command": command,
         "grid_combinations": grid_size,
-        "grid": OmegaConf.to_container(cfg.grid, resolve=True),
+        "grid": grid,
+        "kernels": kernel_settings(grid),
         "resumed_from": {"cells_in_dataset": done} if done else None,
         "quarantined": [
             {"path": str(b.path), "moved_to": str(b.moved_to), "reason": b.reason} for b in scan.bad
@@ -232,6 +288,14 @@ def _manifest_at_start(
 
 
 def _log_outcome(stats, run_at: RunDir) -> None:
+    if stats.stopped is not None:
+        log.error(
+            "stopped: %s; every result so far is in %s. Re-run the failed cells with "
+            "retry=errors hydra.run.dir=%s, or the rest of the grid with the same command",
+            stats.stopped,
+            run_at.results,
+            run_at.path,
+        )
     if stats.grid.invalid:
         log.info(
             "dropped %d invalid combinations: %s",
@@ -279,6 +343,9 @@ def interrupted_line(manifest: dict[str, Any]) -> str:
         f"{manifest.get('run_dir')}{run_text}; resume with: {manifest.get('command')}"
     )
 
+
+# A sweep that stopped at max_failures: what ran is kept, the rest did not run.
+STOPPED_EXIT = 3
 
 # Errors that are the user's to fix: one line naming the key / path / holder, exit 2.
 USER_ERRORS = (
@@ -366,6 +433,8 @@ def _task(cfg: DictConfig, created: list[Path], command: str | None) -> None:
                 shlex.quote(str(run_dir)),
             )
             sys.exit(exit_code(signal.SIGINT))
+    if manifest["status"] == "stopped":
+        sys.exit(STOPPED_EXIT)
 
 
 # Hydra's own flags: with one of these the command line goes to Hydra as it is.
@@ -403,9 +472,10 @@ def check_command_line(args: list[str]) -> tuple[list[str], Path]:
 def _hydra_app(created: list[Path], command: str | None):
     import hydra
 
-    from .config import register_configs
+    from .config import register_configs, register_help
 
     register_configs()
+    register_help()
 
     @hydra.main(version_base="1.3", config_path="pkg://conf", config_name="config")
     def app(cfg: DictConfig) -> None:
@@ -414,9 +484,15 @@ def _hydra_app(created: list[Path], command: str | None):
     return app
 
 
+def command_line(args: list[str]) -> list[str]:
+    """The command line as Hydra gets it: ``inventory=FILE`` as
+    ``inventory.path=FILE``, and for ``retry=errors`` the run's own overrides first."""
+    return recorded_overrides([path_override(a) for a in args])
+
+
 def main() -> None:
     """The ``zapsweep`` console script."""
-    args = sys.argv[1:]
+    sys.argv[1:] = args = command_line(sys.argv[1:])
     if any(a.split("=", 1)[0] in HYDRA_FLAGS for a in args):
         _hydra_app([], None)()
         return

@@ -11,6 +11,11 @@ Nothing is materialised.  ``Grid`` numbers the combinations 0..size-1 (the
 last axis fastest) and expands any range of them on its own, so the driver
 hands out index ranges and each worker expands its range: a grid of any size
 costs the driver O(axes) memory and time.
+
+A fleet inventory (``sweep.run.inventory``) is one more axis: its rows, a
+zip group of its columns, replacing the grid's axes of those fields.  Its
+``name`` column is a *label*: carried to the rows and part of a cell's
+identity, not a Scenario field.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from engine import SCENARIO_FIELDS, Scenario, ScenarioError
 
 GRID_KEYS = ("zip", "exclude")
 PARTITION_AXES = ("paging_levels", "zap_levels")
+# Fields of a combination that are not Scenario fields: carried to the rows.
+LABELS = ("name",)
 
 
 class GridError(ValueError):
@@ -69,10 +76,13 @@ class GridCounts:
 
 @dataclass(frozen=True)
 class Axis:
-    """One independent dimension of the product: one axis or a zip group."""
+    """One independent dimension of the product: one axis or a zip group.
+    ``labels`` name the positions where they come from a file (an
+    inventory's rows), for messages."""
 
     names: tuple[str, ...]
     values: tuple[tuple[Any, ...], ...]  # one tuple of values per position
+    labels: tuple[str, ...] | None = None
 
 
 def _as_list(key: str, value: Any) -> list:
@@ -90,12 +100,18 @@ def _rules(grid: Mapping[str, Any], key: str, allowed: str) -> list:
     return list(value)
 
 
-def grid_axes(grid: Mapping[str, Any]) -> list[Axis]:
-    """Check the grid's shape and return its independent axes, in field order."""
+def grid_axes(grid: Mapping[str, Any], rows: Axis | None = None) -> list[Axis]:
+    """Check the grid's shape and return its independent axes, in field order;
+    ``rows`` (an inventory's axis) replaces the axes of the fields it sets."""
     unknown = [k for k in grid if k not in SCENARIO_FIELDS and k not in GRID_KEYS]
     if unknown:
         raise GridError(unknown[0], f"not a Scenario field; axes are {list(SCENARIO_FIELDS)}")
-    values = {name: _as_list(name, grid[name]) for name in SCENARIO_FIELDS if name in grid}
+    set_by_rows = set(rows.names) if rows is not None else set()
+    values = {
+        name: _as_list(name, grid[name])
+        for name in SCENARIO_FIELDS
+        if name in grid and name not in set_by_rows
+    }
     for name, vals in values.items():
         if not vals:
             raise GridError(name, "an axis needs at least one value")
@@ -104,6 +120,8 @@ def grid_axes(grid: Mapping[str, Any]) -> list[Axis]:
     for i, group in enumerate(_rules(grid, "zip", "a list of groups of axis names")):
         names = tuple(_as_list(f"zip[{i}]", group))
         for name in names:
+            if isinstance(name, str) and name in set_by_rows:
+                raise GridError(f"zip[{i}]", f"{name!r} is set by the inventory, row by row")
             if not isinstance(name, str) or name not in values:
                 raise GridError(
                     f"zip[{i}]", f"{name!r} is not an axis of this grid; allowed {list(values)}"
@@ -123,13 +141,13 @@ def grid_axes(grid: Mapping[str, Any]) -> list[Axis]:
         if not isinstance(rule, Mapping) or not rule:
             raise GridError(f"exclude[{i}]", "a rule is a non-empty mapping axis -> value(s)")
         for name in rule:
-            if name not in SCENARIO_FIELDS:
+            if name not in SCENARIO_FIELDS and name not in LABELS:
                 raise GridError(
                     f"exclude[{i}]",
-                    f"{name!r} is not a Scenario field; allowed {list(SCENARIO_FIELDS)}",
+                    f"{name!r} is not a Scenario field; allowed {[*SCENARIO_FIELDS, *LABELS]}",
                 )
 
-    axes, seen = [], set()
+    axes, seen = ([rows] if rows is not None else []), set()
     # The partition keys vary slowest, so a batch of consecutive cells mostly
     # falls in one (paging_levels, strategy) partition: one file per batch.
     order = [n for n in PARTITION_AXES if n in values] + [
@@ -180,9 +198,10 @@ class Grid:
     rules: tuple[Mapping[str, Any], ...] = ()
 
     @classmethod
-    def of(cls, grid: Mapping[str, Any]) -> Grid:
-        """Check the grid's shape (``GridError`` names the key) and number it."""
-        return cls(tuple(grid_axes(grid)), tuple(grid.get("exclude") or ()))
+    def of(cls, grid: Mapping[str, Any], rows: Axis | None = None) -> Grid:
+        """Check the grid's shape (``GridError`` names the key) and number it;
+        ``rows``, an inventory's axis, varies slowest."""
+        return cls(tuple(grid_axes(grid, rows)), tuple(grid.get("exclude") or ()))
 
     @functools.cached_property
     def size(self) -> int:
@@ -230,12 +249,27 @@ class Grid:
                 counts.excluded += 1
             return None
         try:
-            return Scenario(**cell)
+            return scenario_of(cell)
         except ScenarioError as err:
             if counts is not None:
                 counts.invalid += 1
                 counts.invalid_by_field[err.field] += 1
             return None
+
+    @functools.cached_property
+    def name_at(self) -> tuple[int, int] | None:
+        """The axis holding the label ``name``, and its place in the axis."""
+        for a, axis in enumerate(self.axes):
+            if "name" in axis.names:
+                return a, axis.names.index("name")
+        return None
+
+    def name(self, digits: Sequence[int]) -> str | None:
+        """The label ``name`` of a combination (an inventory's VM), or None."""
+        if self.name_at is None:
+            return None
+        a, i = self.name_at
+        return self.axes[a].values[digits[a]][i]
 
     def scenarios(
         self, lo: int = 0, hi: int | None = None, counts: GridCounts | None = None
@@ -255,7 +289,8 @@ class Grid:
         """Per axis: value index -> the other values that made an equal scenario
         when put in its place, around some valid combination: the first one
         found, and it with one other axis changed at a time, for axes of at
-        most CONTEXT_VALUES values.  Where one field's meaning depends on
+        most CONTEXT_VALUES values (with a second one changed too when the
+        first change alone is invalid).  Where one field's meaning depends on
         another's, the other is a small categorical axis (zap levels and the
         host's address bits on the paging depth), so those contexts find the
         twins that only some combinations make (``None`` and ``52`` host bits
@@ -267,7 +302,7 @@ class Grid:
         if base is None:
             return tuple({} for _ in self.axes)
         contexts = [base] + [
-            [*base[:b], k, *base[b + 1 :]]
+            self._valid_around(base, b, k)
             for b, axis in enumerate(self.axes)
             if len(axis.values) <= CONTEXT_VALUES
             for k in range(len(axis.values))
@@ -277,22 +312,42 @@ class Grid:
             for a, axis in enumerate(self.axes):
                 if len(axis.values) < 2:
                     continue
-                made: dict[Scenario, list[int]] = {}
+                made: dict[tuple, list[int]] = {}
                 for j in range(len(axis.values)):
                     try:
-                        s = Scenario(**self.combination([*context[:a], j, *context[a + 1 :]]))
+                        key = cell_key(self.combination([*context[:a], j, *context[a + 1 :]]))
                     except ScenarioError:
                         continue
-                    made.setdefault(s, []).append(j)
+                    made.setdefault(key, []).append(j)
                 for same in made.values():
                     for j in same:
                         if len(same) > 1:
                             found[a].setdefault(j, set()).update(k for k in same if k != j)
         return tuple({j: tuple(sorted(ks)) for j, ks in f.items()} for f in found)
 
-    def is_duplicate(self, digits: Sequence[int], scenario: Scenario) -> bool:
+    def _valid_around(self, base: list[int], b: int, k: int) -> list[int]:
+        """``base`` with axis ``b`` at value ``k``, and if that is invalid, with
+        one more axis changed so that it is valid (the first found): a
+        value that needs a partner (4-level paging and a list without 512G)
+        still gets a context of its own."""
+        pick = [*base[:b], k, *base[b + 1 :]]
+        if self.scenario(self.combination(pick)) is not None:
+            return pick
+        for c, axis in enumerate(self.axes):
+            if c == b or len(axis.values) > CONTEXT_VALUES:
+                continue
+            for m in range(len(axis.values)):
+                other = [*pick[:c], m, *pick[c + 1 :]]
+                if m != pick[c] and self.scenario(self.combination(other)) is not None:
+                    return other
+        return pick
+
+    def is_duplicate(
+        self, digits: Sequence[int], scenario: Scenario, name: str | None = None
+    ) -> bool:
         """Whether an earlier combination of the grid makes the same (valid,
-        not excluded) scenario: then that one runs it, and this one is skipped."""
+        not excluded) scenario with the same name: then that one runs it, and
+        this one is skipped."""
         choices = [
             (d, *self.twins[a].get(d, ())) for a, d in enumerate(digits)
         ]  # each axis: its value, then its twins
@@ -302,12 +357,25 @@ class Grid:
         for other in itertools.product(*choices):
             if self.index(other) >= index:
                 continue
-            if self.scenario(self.combination(other)) == scenario:
+            cell = self.combination(other)
+            if cell.get("name") == name and self.scenario(cell) == scenario:
                 return True
         return False
 
     def index(self, digits: Sequence[int]) -> int:
         return sum(d * s for d, s in zip(digits, self._strides, strict=True))
+
+
+def scenario_of(cell: Mapping[str, Any]) -> Scenario:
+    """The Scenario of a combination, its labels left out."""
+    if any(label in cell for label in LABELS):
+        cell = {k: v for k, v in cell.items() if k not in LABELS}
+    return Scenario(**cell)
+
+
+def cell_key(cell: Mapping[str, Any]) -> tuple[Scenario, str | None]:
+    """What makes a combination one cell: its Scenario and its name."""
+    return scenario_of(cell), cell.get("name")
 
 
 def grid_size(grid: Mapping[str, Any]) -> int:

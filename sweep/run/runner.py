@@ -60,6 +60,9 @@ class RunPlan:
     # Where a range's rows become Parquet bytes: "worker" (the default: the
     # driver only writes them) or "driver" (workers send Arrow tables).
     encode_on: str = "worker"
+    # Stop once this many cells have failed (None: never): no range is
+    # handed out after, those in flight are cancelled, what arrived is kept.
+    max_failures: int | None = None
 
 
 @dataclass
@@ -75,6 +78,8 @@ class SweepStats:
     first_result_s: float | None = None
     elapsed_s: float = 0.0
     abandoned_batches: int = 0  # ranges in flight when the sweep was asked to stop
+    stopped: str | None = None  # why the sweep stopped before the end of the grid
+    cancelled_batches: int = 0  # ranges in flight when it stopped, not run to the end
 
     def add(self, counts: RangeCounts) -> None:
         self.grid.add(counts.grid)
@@ -116,11 +121,15 @@ def run(
     stop: Callable[[], bool] = lambda: False,
 ) -> SweepStats:
     """Run every new cell of ``plan`` on the connected Ray cluster into ``writer``,
-    until done or until ``stop()`` is true (then the ranges in flight are left
-    unfinished and counted in ``abandoned_batches``)."""
+    until done, until ``stop()`` is true (then the ranges in flight are left
+    unfinished and counted in ``abandoned_batches``), or until
+    ``plan.max_failures`` cells have failed (``stats.stopped`` says so; no range
+    goes out after, those in flight are cancelled: ``cancelled_batches``)."""
     _ = plan.grid.twins  # worked out once, here, and shipped with the grid
     start = time.monotonic()  # the first submission: first_result_s counts from here
     stats = SweepStats()
+    if not plan.grid.size:  # a retry with no failed cell: nothing to hand out
+        return stats
     cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
     in_flight = plan.max_in_flight or 2 * cpus
     size = plan.batch_size or auto_batch_size(plan.grid.size, cpus)
@@ -138,6 +147,8 @@ def run(
         lo, hi = pending.pop(ref)
         try:
             result = ray.get(ref)
+        except ray.exceptions.TaskCancelledError:
+            return  # cancelled after the sweep stopped: its cells stay to run
         except (ray.exceptions.RayError, OSError) as err:
             if stop():
                 stats.abandoned_batches += 1  # runs again on resume
@@ -160,9 +171,19 @@ def run(
                 hi - lo, ok=counts.ok, failed=counts.failed, resumed=counts.resumed,
                 in_flight=len(pending),
             )  # fmt: skip
+        if stats.stopped is None and plan.max_failures and stats.failed >= plan.max_failures:
+            cells = "cell" if stats.failed == 1 else "cells"
+            stats.stopped = f"{stats.failed} {cells} failed (max_failures={plan.max_failures})"
+            stats.cancelled_batches = len(pending)
+            for other in pending:
+                ray.cancel(other)
 
     while not stop():
-        while len(pending) < in_flight and (lo := next(ranges, None)) is not None:
+        while (
+            stats.stopped is None
+            and len(pending) < in_flight
+            and (lo := next(ranges, None)) is not None
+        ):
             hi = min(lo + size, plan.grid.size)
             pending[task.remote(grid, settings, lo, hi, done, metadata)] = (lo, hi)
             stats.batches += 1

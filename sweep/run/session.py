@@ -97,7 +97,8 @@ def ray_session(cfg: RayConfig, stop=None):
         else:
             with shield():
                 reaper = Reaper()  # if this driver is killed, its local Ray goes too
-                init_local_ray(cfg.num_cpus, cfg.object_store_memory)
+                with reaper.marking():  # every process of this Ray carries the watcher's mark
+                    init_local_ray(cfg.num_cpus, cfg.object_store_memory)
         with shield():
             resources = ray.cluster_resources()
             log.info("Ray: %d node(s), %s CPUs", len(ray.nodes()), resources.get("CPU"))

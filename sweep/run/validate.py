@@ -23,13 +23,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePath
 from typing import Any
 
-from engine import ENGINES, Scenario, ScenarioError
+from engine import ENGINES, ScenarioError
 from sweep.dataset import RunDir
 from sweep.dataset.layout import RESERVED
 
 from .config import SweepConfig
-from .grid import Axis, grid_axes, is_excluded
+from .grid import Axis, grid_axes, is_excluded, scenario_of
 
+# retry=errors: run again the cells whose row is an error (sweep.run.retry).
+RETRY_MODES = ("errors",)
 # Combinations looked at, at most, to prove that a grid value is never valid.
 SEARCH_LIMIT = 20_000
 PROBE_BYTES = 1 << 20
@@ -44,6 +46,22 @@ class ConfigError(ValueError):
         self.value = value
         self.allowed = allowed
         super().__init__(message or f"{key}={value!r} is invalid: allowed {allowed}")
+
+
+class InventoryError(ConfigError):
+    """A fleet inventory's row holds a value zapsweep does not allow: names
+    the file's row (and line), the column and what is allowed."""
+
+    def __init__(self, where: str, column: str | None, value: Any, allowed: str):
+        self.where, self.column = where, column
+        at = f"{where}, column {column!r}" if column is not None else where
+        shown = f": {value!r} is invalid" if value is not None else ""
+        super().__init__(
+            f"inventory.{column}" if column else "inventory",
+            value,
+            allowed,
+            f"inventory {at}{shown}: allowed {allowed}",
+        )
 
 
 def unknown_key(key: str, allowed: str) -> ConfigError:
@@ -124,10 +142,11 @@ def _check_key_path(parts: list[str]) -> None:
 # The composed config ------------------------------------------------------------
 
 
-def check_config(cfg: Mapping[str, Any]) -> None:
-    """Check settings and grid (a plain dict of the composed config)."""
+def check_config(cfg: Mapping[str, Any], rows: Axis | None = None) -> None:
+    """Check settings and grid (a plain dict of the composed config), with
+    an inventory's ``rows`` when there is one."""
     check_settings(cfg)
-    check_grid(cfg["grid"])
+    check_grid(cfg["grid"], rows)
 
 
 def check_settings(cfg: Mapping[str, Any]) -> None:
@@ -139,6 +158,9 @@ def check_settings(cfg: Mapping[str, Any]) -> None:
     _int_or_none("ray.num_cpus", ray["num_cpus"], 1)
     _int_or_none("ray.object_store_memory", ray["object_store_memory"], RAY_MIN_OBJECT_STORE)
     _int_or_none("ray.max_retries", ray["max_retries"], 0, none_ok=False)
+    _int_or_none("max_failures", cfg.get("max_failures"), 1)
+    if cfg.get("retry") not in (None, *RETRY_MODES):
+        raise ConfigError("retry", cfg["retry"], f"null or one of {list(RETRY_MODES)}")
     address = ray["address"]
     if address is not None and (not address.strip() or any(c.isspace() for c in address)):
         raise ConfigError(
@@ -170,16 +192,16 @@ def _int_or_none(key: str, value: Any, lo: int, *, none_ok: bool = True) -> None
         raise ConfigError(key, value, allowed)
 
 
-def check_grid(grid: Mapping[str, Any]) -> None:
-    """Refuse a grid with no valid cell, or with a value no cell of it accepts."""
-    axes = grid_axes(grid)  # the shape: unknown axes, empty axes, zip, exclude
+def check_grid(grid: Mapping[str, Any], rows: Axis | None = None) -> None:
+    """Refuse a grid with no valid cell, or with a value no cell of it accepts
+    (an inventory row none accepts: named by its row and column)."""
+    axes = grid_axes(grid, rows)  # the shape: unknown axes, empty axes, zip, exclude
     rules = list(grid.get("exclude") or [])
-    sizes = [range(len(axis.values)) for axis in axes]
 
     errors: Counter[str] = Counter()
-    first_error: dict[str, ScenarioError] = {}
+    first_error: dict[str, tuple[ScenarioError, tuple[int, ...]]] = {}
     base = None
-    for n, pick in enumerate(itertools.product(*sizes)):
+    for n, pick in enumerate(_search_order(axes)):
         if n >= SEARCH_LIMIT:
             return  # too big to prove anything cheaply; expansion counts the drops
         ok, err = _try(axes, pick, rules)
@@ -188,12 +210,15 @@ def check_grid(grid: Mapping[str, Any]) -> None:
             break
         if err is not None:
             errors[err.field] += 1
-            first_error.setdefault(err.field, err)
+            first_error.setdefault(err.field, (err, pick))
     if base is None:
         if not errors:
             raise ConfigError("grid.exclude", rules, "rules that leave at least one cell")
         field, _ = errors.most_common(1)[0]
-        err = first_error[field]
+        err, pick = first_error[field]
+        for a, axis in enumerate(axes):
+            if axis.labels is not None and field in axis.names:
+                raise InventoryError(axis.labels[pick[a]], field, err.value, err.allowed)
         raise ConfigError(
             f"grid.{field}",
             err.value,
@@ -204,6 +229,17 @@ def check_grid(grid: Mapping[str, Any]) -> None:
         for j in range(len(axis.values)):
             if j != base[a]:
                 _check_value(axes, rules, base, a, j)
+
+
+def _search_order(axes: Sequence[Axis]):
+    """The combinations to look for a valid one among: an inventory's rows
+    with the other axes' first values first (one bad row must not hide the
+    others), then the whole product, the last axis fastest."""
+    for a, axis in enumerate(axes):
+        if axis.labels is not None:
+            for j in range(len(axis.values)):
+                yield tuple(j if b == a else 0 for b in range(len(axes)))
+    yield from itertools.product(*(range(len(axis.values)) for axis in axes))
 
 
 def _cell(axes: Sequence[Axis], pick: Sequence[int]) -> dict[str, Any]:
@@ -219,7 +255,7 @@ def _try(axes, pick, rules) -> tuple[bool, ScenarioError | None]:
     if rules and is_excluded(cell, rules):
         return False, None
     try:
-        Scenario(**cell)
+        scenario_of(cell)
     except ScenarioError as err:
         return False, err
     return True, None
@@ -264,6 +300,10 @@ def _check_value(axes, rules, base, a: int, j: int) -> None:
             f"{blame}",
         )
     allowed = blame.allowed if blame is not None else "a value some cell accepts"
+    if axis.labels is not None:
+        raise InventoryError(
+            axis.labels[j], name, value, f"{allowed} (with every cell of the grid)"
+        )
     raise ConfigError(f"grid.{name}", value, f"{allowed} (no cell of this grid accepts it)")
 
 
