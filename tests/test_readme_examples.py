@@ -1,10 +1,14 @@
 """Every command of README.md's shell blocks runs here, as a user would type it,
-rewritten only where it must be: sweeps on the smoke grid and in a temporary
-run directory, ``ray.address=auto`` onto a real Ray cluster this test starts
-on loopback, placeholders (``RUN``, ``RUN_A``, ``outputs/<date>/<time>``) onto
-the runs made by the examples before them.  The sweeps after the first
-start their Ray with one CPU: those that stand on their own run two at a
-time (this is the suite's longest test).  The install steps and ``pytest``
+rewritten only where it must be: sweeps on the smoke grid (the kernels grid on
+the smoke grid's guest sizes and pages; the fleet grid, the inventory's VMs, as
+it is) and in a temporary run directory, ``ray.address=auto`` onto a real Ray
+cluster this test starts on loopback, placeholders (``RUN``, ``RUN_A``,
+``outputs/<date>/<time>``) onto the runs made by the examples before them
+(``RUN_B``: the first run with kernel presets).  The sweeps after the first
+start their Ray with one CPU: those that stand on their own (they name no run
+and no model another example writes) run two at a time (this is the suite's
+longest test); on the test's cluster they were no faster (a sweep's workers
+start anew there too, and unpack the code shipped to them).  The install steps and ``pytest``
 are what ``.ci/run`` runs.  A command this file does not know fails the test,
 naming it: an example added to the README is run, or the test says why not.
 """
@@ -29,7 +33,14 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-SCRIPTS = ("zapsweep", "zapsweep-report", "zapsweep-calibrate")
+SCRIPTS = ("zapsweep", "zapsweep-report", "zapsweep-calibrate", "zapsweep-trace")
+# A grid an example names runs as the smoke grid, but for these: the grid with
+# the smoke grid's guest sizes and page sizes (the fleet grid's come from its
+# inventory of six VMs).
+SMOKE_SIZED = {
+    "kernels": ["grid.guest_memory=[16MiB,64MiB]", "grid.page_size=[4K,2M]"],
+    "fleet": [],
+}
 # The install steps of the README's first two commands; .ci/run runs them.
 INSTALL = (
     ["python3.11", "-m", "venv", ".venv"],
@@ -127,16 +138,19 @@ class Examples:
         env: dict[str, str] = {}
         out = []
         run_dir = None
+        grid = ["grid=smoke"]
         for a in args:
             key, _, value = a.partition("=")
             if key == "grid":
-                continue  # onto the smoke grid, below
+                if value in SMOKE_SIZED:
+                    grid = [a, *SMOKE_SIZED[value]]
+                continue  # onto the smoke grid, but for SMOKE_SIZED
             if key == "hydra.run.dir":
                 run_dir = Path(self.place(value))
                 continue
             if key == "ray.address" and value == "auto":
                 a = self.join(env)
-            if key.startswith("cost_model") and value not in ("seed-2022", "upstream-6.13"):
+            if key.startswith("cost_model") and value != "seed-2022":
                 out.append(f"hydra.searchpath=[file://{self.searchpath}]")
             out.append(a)
         self.n += 1
@@ -146,9 +160,10 @@ class Examples:
         run_dir = run_dir or self.tmp / "runs" / str(self.n)
         if first:
             self.runs["RUN"] = run_dir
-        if any(a == "cost_model=upstream-6.13" for a in args) and "RUN_B" not in self.runs:
+        kernels = any(a == "grid=kernels" or a.startswith("grid.kernel=") for a in args)
+        if kernels and "RUN_B" not in self.runs:
             self.runs["RUN_B"] = run_dir
-        argv = ["grid=smoke", *out, "progress.bar=false", f"hydra.run.dir={run_dir}"]
+        argv = [*grid, *out, "progress.bar=false", f"hydra.run.dir={run_dir}"]
         if not first:
             argv.append("report=false")  # the first example's report is the one looked at
         return argv, env, run_dir
@@ -190,7 +205,8 @@ class Examples:
         assert not unknown, f"README example {shlex.join(command)}: unknown placeholder {unknown}"
         return command, [str(BIN / name), *args], env, run_dir
 
-    def execute(self, prepared: tuple[list[str], list[str], dict, Path | None]) -> None:
+    def execute(self, prepared: tuple[list[str], list[str], dict, Path | None]) -> dict | None:
+        """Run it; the manifest of the run it made or resumed, as it left it."""
         command, argv, env, run_dir = prepared
         base = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "HYDRA_FULL_ERROR")}
         proc = subprocess.run(
@@ -204,28 +220,27 @@ class Examples:
         said = f"README example `{shlex.join(command)}` ran as {argv[1:]}:\n"
         assert proc.returncode == 0, said + proc.stdout[-3000:] + proc.stderr[-3000:]
         assert "Traceback" not in proc.stdout + proc.stderr, said + proc.stderr[-3000:]
-        if run_dir is not None:
-            manifest = json.loads((run_dir / "manifest.json").read_text())
-            assert manifest["status"] == "complete", said + str(manifest)
+        if run_dir is None:
+            return None
+        manifest = json.loads((run_dir / "manifest.json").read_text())
+        assert manifest["status"] == "complete", said + str(manifest)
+        return manifest
 
-    def run(self, command: list[str]) -> None:
-        self.execute(self.prepare(command))
+    def run(self, command: list[str]) -> dict | None:
+        return self.execute(self.prepare(command))
 
 
 def on_its_own(command: list[str]) -> bool:
     """Does this example neither read a run another example makes (a placeholder,
     a run directory) nor a cost model one writes?  Then it may run beside others."""
     name, args = command[0], command[1:]
-    if name == "zapsweep-calibrate":
+    if name in ("zapsweep-calibrate", "zapsweep-trace"):
         return True
     if name != "zapsweep":
         return False
     return not any(
         a.startswith("hydra.run.dir=")
-        or (
-            a.startswith("cost_model=")
-            and a not in ("cost_model=seed-2022", "cost_model=upstream-6.13")
-        )
+        or (a.startswith("cost_model=") and a != "cost_model=seed-2022")
         for a in args
     )
 
@@ -252,14 +267,21 @@ def test_every_readme_shell_example_runs(tmp_path):
         beside = [examples.prepare(c) for c in todo[1:] if on_its_own(c)]
         with ThreadPoolExecutor(max_workers=2) as pool:
             list(pool.map(examples.execute, beside))
+        manifests = {}
         for command in todo[1:]:
             if not on_its_own(command):
-                examples.run(command)
+                manifests[shlex.join(command)] = examples.run(command)
     finally:
         if examples.cluster is not None:
             examples.cluster.stop()
     assert {c[0] for c in todo} == set(SCRIPTS), todo  # every console script has an example
-    # The resume example resumed the first example's run: nothing new to run.
-    manifest = json.loads((examples.runs["RUN"] / "manifest.json").read_text())
-    assert manifest["counts"]["resumed"] == manifest["counts"]["valid"] > 0
-    assert manifest["counts"]["ok"] == 0
+    # The resume example resumed the first example's run: nothing new to run;
+    # the retry found no failed cell there: nothing to run again.
+    resumed = manifests["zapsweep hydra.run.dir=outputs/2026-11-25/12-00-00"]
+    assert resumed["counts"]["resumed"] == resumed["counts"]["valid"] > 0
+    assert resumed["counts"]["ok"] == 0
+    retried = manifests["zapsweep retry=errors hydra.run.dir=outputs/2026-12-01/12-00-00"]
+    assert retried["retry"]["cells"] == 0 and retried["counts"]["ok"] == 0
+    # The kernels example ran every preset on both triggers.
+    kernels = json.loads((examples.runs["RUN_B"] / "manifest.json").read_text())
+    assert len(kernels["kernels"]) == 7 and kernels["counts"]["ok"] > 100
