@@ -1,4 +1,4 @@
-"""Every user error of the three console scripts, each run as the user runs it
+"""Every user error of the four console scripts, each run as the user runs it
 (a subprocess of the installed script): one line naming the key, path or value
 and what is allowed, exit code 2, no traceback; a refused ``zapsweep`` leaves no
 run directory behind (nor the parents it would have made).
@@ -86,9 +86,10 @@ def zapsweep_cases(tmp: Path) -> list[Case]:
         z("wrong-type", ["grid.flush_on_yield=[maybe]"], "grid.flush_on_yield=[maybe]",
           "allowed a list of true/false values"),
         z("wrong-type-setting", ["batch.size=many"], "batch.size=many", "an integer or null"),
-        z("no-such-grid", ["grid=smok"], "grid=smok", "bench, full, seed, smoke, vms"),
+        z("no-such-grid", ["grid=smok"], "grid=smok",
+          "bench, fleet, full, kernels, seed, smoke, vms"),
         z("schema-is-no-grid", ["grid=grid_schema"], "grid=grid_schema",
-          "bench, full, seed, smoke, vms"),
+          "bench, fleet, full, kernels, seed, smoke, vms"),
         z("schema-is-no-ray", ["ray=ray_schema"], "ray=ray_schema", "cluster, local"),
         z("no-such-cost-model", ["cost_model=nope"], "cost_model=nope", "seed-2022"),
         z("does-not-parse", ["grid.vcpus=[1,"], "'grid.vcpus=[1,'", "key=value"),
@@ -115,6 +116,23 @@ def zapsweep_cases(tmp: Path) -> list[Case]:
         z("cluster-from-environment", ["ray.connect_timeout_s=1"],
           f"RAY_ADDRESS=127.0.0.1:{closed}", "within 1 s",
           env={"RAY_ADDRESS": f"127.0.0.1:{closed}"}),
+        # kernel presets, triggers, roots, contention; the settings beside them
+        z("kernel-unknown", ['grid.kernel=["5.99"]'], "grid.kernel", "'5.15'", "'6.14'"),
+        z("kernel-is-no-group", ["kernel=6.6"], "unknown key 'kernel'", "'grid'"),
+        z("trigger-unknown", ["grid.trigger=[reboot]"], "grid.trigger", "'vm_destroy'"),
+        z("preempt-unknown", ["grid.preempt=[sometimes]"], "grid.preempt", "'voluntary'"),
+        z("contention-negative", ["grid.lock_contention_us=[-5]"], "grid.lock_contention_us",
+          "null"),
+        z("smm-above-one", ["grid.smm_populated_ratio=[2]"], "grid.smm_populated_ratio",
+          "[0, 1]"),
+        z("root-zap-unknown", ["grid.root_zap=[sideways]"], "grid.root_zap", "'parallel'"),
+        z("ad-writeback-not-a-flag", ["grid.ad_writeback=[maybe]"],
+          "grid.ad_writeback=[maybe]", "true/false"),
+        z("zap-levels-kernel-without-one", ["grid.zap_levels=[kernel]"], "zap_levels",
+          "kernel preset"),
+        z("max-failures-zero", ["max_failures=0"], "max_failures", ">= 1"),
+        z("retry-unknown", ["retry=everything"], "retry", "'errors'"),
+        z("inventory-missing", [f"inventory={tmp / 'vms.csv'}"], "vms.csv", "fleet"),
     ]  # fmt: skip
 
 
@@ -180,10 +198,48 @@ def calibrate_cases(tmp: Path) -> list[Case]:
     ]  # fmt: skip
 
 
+def trace_cases(tmp: Path) -> list[Case]:
+    run = tmp / "t" / "run"
+    write_dataset([row(strategy="root")], run / "results")
+    (run / "manifest.json").write_text(json.dumps({"status": "complete", "results_dir": "results"}))
+
+    def t(id: str, args: list[str], *expect: str) -> Case:
+        out = [] if "--out" in args else ["--out", str(tmp / "t" / f"{id}.json")]
+        return Case(f"trace-{id}", [str(BIN / "zapsweep-trace"), *args, *out], expect)
+
+    return [
+        t("unknown-key", ["vcpu=4"], "'vcpu=4'", "KEY one of ['paging_levels'"),
+        t("not-key-value", ["64GiB"], "'64GiB'", "expected KEY=VALUE"),
+        t("does-not-parse", ["guest_memory=[1,"], "'guest_memory=[1,'"),
+        t("bad-value", ["guest_memory=1ZiB"], "guest_memory", "1ZiB"),
+        t("two-values", ["paging_levels=4,5"], "'paging_levels=4,5'", "one value per key"),
+        t("kernel-unknown", ["kernel=5.99"], "kernel", "'5.15'"),
+        t("trigger-unknown", ["kernel=6.6", "trigger=reboot"], "trigger", "'vm_destroy'"),
+        t("engine-unknown", ["engine=slow"], "engine", "'fast', 'reference'"),
+        t("cost-model-unknown", ["cost_model=nope"], "cost_model", "seed-2022"),
+        t("cost-model-retired", ["cost_model=upstream-6.13"], "upstream-6.13",
+          "ad_writeback=false"),
+        t("smm-root", ["smm_populated_ratio=0.5"], "smm_populated_ratio", "0 in a trace"),
+        t("holds-zero", ["--holds", "0"], "--holds", "integer >= 1"),
+        t("operations-not-a-number", ["--operations", "many"], "--operations", "'many'"),
+        t("cell-one-argument", ["--cell", "ab"], "--cell", "expected 2 arguments"),
+        t("cell-missing-run", ["--cell", "ab", str(tmp / "t" / "gone")],
+          "no run directory or results dataset at", "gone"),
+        t("cell-not-a-run", ["--cell", "ab", str(run / "manifest.json")],
+          "manifest.json is not a run", "allowed a run directory"),
+        t("cell-not-there", ["--cell", "ffff", str(run)], "no cell 'ffff'",
+          "allowed a cell_id of its rows"),
+        t("out-no-directory", ["--out", "/proc/nope/x.json"], "--out /proc/nope/x.json",
+          "writable directory"),
+        t("out-a-directory", ["--out", str(tmp)], "is a directory", "allowed a file path"),
+        t("unknown-option", ["--budget", "5"], "unrecognized arguments: --budget"),
+    ]  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def outcomes(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("errors")
-    cases = zapsweep_cases(tmp) + report_cases(tmp) + calibrate_cases(tmp)
+    cases = zapsweep_cases(tmp) + report_cases(tmp) + calibrate_cases(tmp) + trace_cases(tmp)
     with ThreadPoolExecutor(max_workers=2) as pool:
         results = dict(zip([c.id for c in cases], pool.map(_run, cases), strict=True))
     return {c.id: (c, results[c.id]) for c in cases}
@@ -196,7 +252,10 @@ ALL_IDS = [
         "size-shown-with-unit", "zap-levels-name-512g", "zip-unequal", "zip-unknown-axis",
         "exclude-unknown-field", "timeout-zero",
         "run-dir-cannot-be-made", "results-dir-unwritable", "cluster-refuses",
-        "cluster-from-environment")),
+        "cluster-from-environment", "kernel-unknown", "kernel-is-no-group", "trigger-unknown",
+        "preempt-unknown", "contention-negative", "smm-above-one", "root-zap-unknown",
+        "ad-writeback-not-a-flag", "zap-levels-kernel-without-one", "max-failures-zero",
+        "retry-unknown", "inventory-missing")),
     *(f"report-{x}" for x in (
         "no-arguments", "missing", "a-manifest-file", "a-directory-of-runs", "empty-dir",
         "only-a-bad-file", "group-by-then-missing-run", "unknown-column", "negative-budget",
@@ -205,6 +264,12 @@ ALL_IDS = [
     *(f"calibrate-{x}" for x in (
         "no-arguments", "missing", "no-measured-column", "not-parquet", "bad-name", "bad-base",
         "bad-engine", "bad-max-rel-se", "exists")),
+    *(f"trace-{x}" for x in (
+        "unknown-key", "not-key-value", "does-not-parse", "bad-value", "two-values",
+        "kernel-unknown", "trigger-unknown", "engine-unknown", "cost-model-unknown",
+        "cost-model-retired", "smm-root", "holds-zero", "operations-not-a-number",
+        "cell-one-argument", "cell-missing-run", "cell-not-a-run", "cell-not-there",
+        "out-no-directory", "out-a-directory", "unknown-option")),
 ]  # fmt: skip
 
 

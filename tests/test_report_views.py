@@ -12,7 +12,13 @@ from report_data import GIB, MS, TIB, S, layout_rows, row, write_dataset
 
 from sweep.report import cli as report_cli
 from sweep.report import plots, summary
-from sweep.report.compare import TERMINAL_COLUMNS, side, terminal_compare, verdict_changes
+from sweep.report.compare import (
+    TERMINAL_COLUMNS,
+    compare,
+    side,
+    terminal_compare,
+    verdict_changes,
+)
 from sweep.report.render import empty_cell_reason, incomplete_note
 
 SEED_RULES = [
@@ -255,3 +261,50 @@ def test_compare_keeps_memory_layouts_apart(tmp_path):
     text = terminal_compare(a, b)
     assert text.splitlines()[0].split()[:4] == ["paging", "layout", "page", "strategy"]
     assert "q35 split 0.2" in text and max(map(len, text.splitlines())) <= TERMINAL_COLUMNS
+
+
+def test_compare_keeps_kernels_and_triggers_apart(tmp_path):
+    from report_data import KERNEL_SCHEMA, kernel_rows
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    write_dataset(kernel_rows(), a / "results", schema=KERNEL_SCHEMA)
+    calmer = [dict(r, max_rcu_hold_ns=min(r["max_rcu_hold_ns"], 10 * S), rcu_stall=False)
+              for r in kernel_rows()]  # fmt: skip
+    write_dataset(calmer, b / "results", schema=KERNEL_SCHEMA)
+    changes = verdict_changes(a, b, 100.0)
+    assert "largest stall-free guest, kernel 5.15, memslot deletion: 4-level 4K root: " \
+        "64GiB -> 16TiB" in changes  # fmt: skip
+    assert "largest stall-free guest, kernel 5.15, VM destruction: 4-level 4K root: " \
+        "1TiB -> 16TiB" in changes  # fmt: skip
+    assert "largest stall-free guest, no kernel preset, memslot deletion: 4-level 4K root: " \
+        "none -> 16TiB" in changes  # fmt: skip
+    assert side(a, "A").describe().endswith("kernels 5.15, 6.9, 6.13; 12 cells)")
+    assert compare(a, b).columns[:2] == ["kernel", "trigger"]
+    text = terminal_compare(a, b)
+    assert text.splitlines()[0].split()[:5] == ["kernel", "trigger", "paging", "page", "strategy"]
+    assert max(map(len, text.splitlines())) <= TERMINAL_COLUMNS, text
+
+
+def test_compare_of_two_kernels_that_zap_differently_is_per_shape(tmp_path):
+    """A 6.6 run (two_pass) against a 6.13 run (per_level, upstream at 5 levels):
+    no strategy in common, so the groups are paging depth and page size."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    from report_data import KERNEL_SCHEMA
+
+    def rows(kernel, strategies, op_ns):
+        return [row(kernel=kernel, trigger="memslot", paging_levels=depth, strategy=s,
+                    guest_memory=mem, max_op_ns=op_ns(mem), max_rcu_hold_ns=op_ns(mem))
+                for depth, s in zip((4, 5), strategies, strict=True)
+                for mem in (64 * GIB, 16 * TIB)]  # fmt: skip
+
+    write_dataset(rows("6.6", ("two_pass", "two_pass"), lambda m: 15 * MS if m < TIB else 200 * MS),
+                  a / "results", schema=KERNEL_SCHEMA)  # fmt: skip
+    write_dataset(rows("6.13", ("per_level", "upstream"), lambda m: MS),
+                  b / "results", schema=KERNEL_SCHEMA)  # fmt: skip
+    assert verdict_changes(a, b, 100.0) == [
+        "largest guest under 100 ms, 4-level 4K two_pass -> per_level: 64GiB -> 16TiB",
+        "largest guest under 100 ms, 5-level 4K two_pass -> upstream: 64GiB -> 16TiB",
+    ]
+    assert "; kernel 6.6; 4 cells)" in side(a, "A").describe()
+    text = terminal_compare(a, b)
+    assert "two_pass→upstream" in text and max(map(len, text.splitlines())) <= TERMINAL_COLUMNS

@@ -238,6 +238,8 @@ def incomplete_note(manifest: dict | None, rows: int) -> str | None:
         text += f", stopped by {manifest['stopped_by']}"
     if manifest.get("error"):
         text += f": {manifest['error']}"
+    if manifest.get("stopped_because"):
+        text += f": {manifest['stopped_because']}"
     text += f"): {rows:,} cells in the dataset"
     total, covered = manifest.get("grid_combinations"), counts.get("combinations")
     if total and covered is not None:

@@ -303,7 +303,7 @@ def verdicts(
     )
     errors = lf.group_by(group).agg((~OK).sum().cast(pl.Int64).alias("errors"))
     out = (
-        errors.join(per_group, on=group, how="left")
+        errors.join(per_group, on=group, how="left", nulls_equal=True)
         .with_columns(pl.col("cells").fill_null(0), pl.col("stalls").fill_null(0))
         .select(
             *group,
