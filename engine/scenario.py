@@ -122,9 +122,12 @@ def strategy_name(zap_levels: tuple[str, ...], paging_levels: int) -> str:
 def _normalize_zap_levels(value: Any, paging_levels: int) -> tuple[str, ...]:
     if isinstance(value, str) and value in NAMED_STRATEGIES:  # most cells of a sweep
         return strategy_levels(value, paging_levels)
+    below_root = list(LEVEL_NAMES.values())[: paging_levels - 1]
+    deeper = [LEVEL_NAMES[lv] for lv in range(paging_levels, max(PAGING_LEVELS))]
     allowed = (
-        f"a strategy name {NAMED_STRATEGIES} or an ascending list of "
-        f"{list(LEVEL_NAMES.values())[: paging_levels - 1]} (or level numbers) ending at 'root'"
+        f"a strategy name {NAMED_STRATEGIES} or an ascending list of {below_root}"
+        + (f" (and {deeper} with {max(PAGING_LEVELS)}-level paging)" if deeper else "")
+        + " (or level numbers) ending at 'root'"
     )
     if isinstance(value, str):
         items: list[Any] = [v.strip() for v in value.split(",")]
@@ -448,12 +451,14 @@ class Scenario:
         page = level_bytes(LEVEL_BY_NAME[self.page_size])
         if memory % page:
             raise ScenarioError(
-                "guest_memory", memory, f"a multiple of the page size {self.page_size}"
+                "guest_memory",
+                format_memory(memory),
+                f"a multiple of the page size {self.page_size}",
             )
         if self.layout == "q35" and memory <= Q35_HOLE[1]:
             raise ScenarioError(
                 "guest_memory",
-                memory,
+                format_memory(memory),
                 f"more than {format_memory(Q35_HOLE[1])} with layout=q35: its low slots "
                 f"[0, {format_memory(Q35_HOLE[0])}) and [{format_memory(Q35_HOLE[1])}, below 4GiB) "
                 "must both hold RAM",
@@ -464,7 +469,7 @@ class Scenario:
         if top > limit:
             raise ScenarioError(
                 "guest_memory",
-                memory,
+                format_memory(memory),
                 f"at most 2^host_phys_bits = {format_memory(limit)} "
                 f"(host_phys_bits={self.host_phys_bits}){shown}",
             )
@@ -474,7 +479,7 @@ class Scenario:
         if top > reach:
             raise ScenarioError(
                 "guest_memory",
-                memory,
+                format_memory(memory),
                 f"at most {format_memory(reach)}, what a {self.paging_levels}-level page table "
                 f"maps{shown}",
             )

@@ -172,7 +172,7 @@ def run_all(shard: int = 0, shards: int = 1) -> list[dict]:
     out = []
     root = Path(tempfile.mkdtemp(prefix="zapsweep-bad-"))
     for name, overrides, _key, _allowed in CASES[shard::shards]:
-        run_dir = root / name
+        run_dir = root / name / "run"
         argv = ["zapsweep", *_argv(overrides, run_dir)]
         err = io.StringIO()
         code = 0
@@ -190,6 +190,7 @@ def run_all(shard: int = 0, shards: int = 1) -> list[dict]:
                 "message": err.getvalue(),
                 "ray_initialized": ray.is_initialized(),
                 "children": _children(),
+                "run_dir_left": run_dir.parent.exists(),  # made by this case, with parents
                 "results": sorted(str(p) for p in (run_dir / "results").rglob("*"))
                 if (run_dir / "results").exists()
                 else [],

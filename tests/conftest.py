@@ -4,6 +4,9 @@
 loopback only, no dashboard), shut down at the end.  It never joins a cluster
 some other process started on this machine.  Under pytest-xdist each worker
 is a session of its own, with a Ray of its own.
+
+The config schemas are registered once, as the zapsweep command does, so that
+any test composes ``conf/config.yaml`` whatever ran before it.
 """
 
 from __future__ import annotations
@@ -11,7 +14,10 @@ from __future__ import annotations
 import pytest
 import ray
 
+from sweep.run.config import register_configs
 from sweep.run.session import init_local_ray
+
+register_configs()
 
 
 @pytest.fixture(scope="session")
@@ -43,6 +49,7 @@ def pytest_collection_modifyitems(items):
 # other test is scheduled on its own, to whichever worker is free.
 SHARED_FIXTURE_MODULES = {
     "test_bad_config.py",
+    "test_console_errors.py",
     "test_report_output.py",
     "test_report_summary.py",
     "test_retry.py",

@@ -61,3 +61,4 @@ def test_bad_config_is_refused_before_ray_naming_key_and_allowed(
     assert "Traceback" not in message, message
     assert not out["ray_initialized"] and not out["children"]
     assert not out["results"]  # nothing written where results go
+    assert not out["run_dir_left"]  # a refused command line leaves no run directory

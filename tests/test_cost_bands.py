@@ -1,6 +1,6 @@
-"""The seed's figures (bands 1-4) with the default cost model, and what each
-becomes without A/D write-back (``ad_writeback=false``, Linux 6.13+): the
-figures the retired ``upstream-6.13`` cost model gave.
+"""The seed's figures (a)-(d) (conf/cost_model/seed-2022.yaml) with the default cost
+model, and what each becomes without A/D write-back (``ad_writeback=false``, Linux
+6.13+): the figures the retired ``upstream-6.13`` cost model gave.
 
 Bands 1-3 need 512 GiB and 12 TiB guests of 4K pages: fast engine only.
 Expected figures (arithmetic from the spec's geometry, see the YAML comments):

@@ -566,8 +566,8 @@ COUNTER = {
 
 @pytest.mark.xfail(
     strict=True,
-    reason="spec Done-when 'a larger dirty_ratio never lowers total_ns' does not hold "
-    "under resched=tick: a yield that ends past a tick clears it",
+    reason="the spec's 'a larger dirty_ratio never lowers total_ns' does not hold under "
+    "resched=tick: a yield that ends past a tick clears it (the README's model notes say so)",
 )
 def test_tick_larger_dirty_ratio_never_lowers_total_ns() -> None:
     r_lo = simulate(Scenario(**COUNTER, dirty_ratio=0.2), engine=ENGINE, cost_model=COUNTER_COSTS)

@@ -221,6 +221,15 @@ def _kill_all(alive: list[Identity]) -> list[Identity]:
     return alive
 
 
+def _manifest_text(run_dir: Path) -> str | None:
+    """The run's manifest as it is now (None: none yet).  Each run that writes it
+    adds the one before to its history, so a new write never reads the same."""
+    try:
+        return (run_dir / "manifest.json").read_text()
+    except OSError:
+        return None
+
+
 class Watcher:
     """Reads every file that appears in results/, whole: none may ever be partial."""
 
@@ -250,10 +259,12 @@ def test_driver_sigkilled_five_times_then_resumed_every_cell_once(tmp_path):
     run_dir = tmp_path / "run"
     watcher = Watcher(run_dir / "results")
     kills = []
+    wrote_manifest = []  # per kill: did the killed run write its manifest?
 
-    def kill(driver: Driver, ready) -> None:
+    def kill(driver: Driver, ready, before: str | None) -> None:
         assert driver.kill_when(ready, watcher), f"the sweep ended before kill {len(kills) + 1}"
         kills.append((round(driver.elapsed(), 2), len(driver.ray), watcher.check(), watcher.rows()))
+        wrote_manifest.append(_manifest_text(run_dir) != before)
         left = driver.reaped(within=10)  # its Ray (GCS, raylet, agents, workers) goes with it
         assert not left, f"Ray processes outlived the killed driver: {left} (seed {seed}, {kills})"
 
@@ -264,22 +275,24 @@ def test_driver_sigkilled_five_times_then_resumed_every_cell_once(tmp_path):
     os.mkfifo(fifo)
     moment = rng.uniform(0.2, 1.0)
     driver = Driver(run_dir)
-    kill(driver, lambda d, _: d.elapsed() >= moment)
+    kill(driver, lambda d, _: d.elapsed() >= moment, None)
     fifo.unlink()
     assert kills[-1][1:3] == (0, 0), kills  # no Ray yet, no file
 
     # 2. Ray starts: once it has started n processes (GCS, raylet, ...), before
     # any result.
     n = rng.randint(1, 5)
+    before = _manifest_text(run_dir)
     driver = Driver(run_dir)
-    kill(driver, lambda d, files: len(d.ray) >= n or files > 0)
+    kill(driver, lambda d, files: len(d.ray) >= n or files > 0, before)
     assert kills[-1][1] >= n and kills[-1][2] == 0, kills
 
     # 3-5. Results partly written: a random number of files more each time.
     for _ in range(3):
         files = watcher.check() + rng.randint(1, 6)
+        before = _manifest_text(run_dir)
         driver = Driver(run_dir)
-        kill(driver, lambda _, placed, files=files: placed >= files)
+        kill(driver, lambda _, placed, files=files: placed >= files, before)
         assert kills[-1][2] >= files and kills[-1][3] < CELLS, kills
 
     final = subprocess.run(
@@ -298,8 +311,12 @@ def test_driver_sigkilled_five_times_then_resumed_every_cell_once(tmp_path):
     assert len(ids) == len(set(ids)) == manifest["counts"]["valid"] == CELLS, (seed, kills)
     assert set(table["status"].to_pylist()) == {"ok"}
     assert kills[-1][3] < len(ids), "the last kill came after the last file"
-    # Every run killed after writing its manifest (all but the first) is in its history.
-    assert [r["status"] for r in manifest["previous_runs"]] == ["running"] * 4, manifest
+    # Every run killed after writing its manifest is in its history: the three
+    # killed with files placed, and the one killed while Ray started if Ray was
+    # up by then (the manifest is written once Ray is).
+    assert wrote_manifest[0] is False and wrote_manifest[2:] == [True] * 3, wrote_manifest
+    runs = [r["status"] for r in manifest["previous_runs"]]
+    assert runs == ["running"] * sum(wrote_manifest), (manifest, wrote_manifest)
     assert not (run_dir / ".staging").exists()
 
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
+import yaml
 from hydra import compose, initialize_config_module
 from hydra.errors import ConfigCompositionException
 from hypothesis import given, settings
@@ -11,6 +15,7 @@ from hypothesis import strategies as st
 from omegaconf import OmegaConf
 from omegaconf.errors import ValidationError
 
+import conf
 from engine import SCENARIO_FIELDS, load_cost_model
 from sweep.run.cells import RunSettings, cell_id, new_cells
 from sweep.run.config import GridConfig, register_configs
@@ -153,6 +158,25 @@ def test_presets_compose_and_have_their_sizes():
     assert set(seed_cfg["flush_on_yield"]) == {False, True}
     assert seed_cfg["guest_memory"][0] == "64GiB" and seed_cfg["guest_memory"][-1] == "16TiB"
     assert min(seed_cfg["dirty_ratio"]) == 0 and max(seed_cfg["dirty_ratio"]) == 1
+
+
+GRIDS = sorted((Path(conf.__file__).parent / "grid").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", GRIDS, ids=lambda p: p.stem)
+def test_a_shipped_grid_states_its_true_size_first(path):
+    """The header's first line: "# N combinations, M cells ..." (then the time it takes)."""
+    first = path.read_text().splitlines()[0]
+    m = re.match(r"# ([\d,]+) combinations, ([\d,]+) cells\b", first)
+    assert m, first
+    grid = yaml.safe_load(path.read_text())
+    counts = GridCounts()
+    valid = sum(1 for _ in expand(grid, counts))
+    assert (int(m[1].replace(",", "")), int(m[2].replace(",", ""))) == (grid_size(grid), valid)
+    assert re.search(
+        r"(\d+|a) (s|seconds?|minutes?) on 2 cores",
+        " ".join(line for line in path.read_text().splitlines() if line.startswith("#")),
+    ), "the header states the time the grid takes"
 
 
 def test_command_line_overrides_replace_axes():

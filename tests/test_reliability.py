@@ -1,5 +1,5 @@
 """Reliability: bad results files, two sweeps in one directory, an unwritable or
-full disk, determinism, and Ray's safe defaults (issue 7).
+full disk, determinism, and Ray's safe defaults.
 
 These run in-process on the session's local Ray (``ray_local``) where they can;
 the command-line cases run ``zapsweep`` as a subprocess that fails before Ray.

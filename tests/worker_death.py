@@ -26,6 +26,7 @@ from ray.cluster_utils import Cluster
 
 from sweep.dataset import open_dataset
 from sweep.run.cli import sweep
+from sweep.run.config import register_configs
 
 OVERRIDES = [
     "grid=smoke",
@@ -94,6 +95,7 @@ def main(run_dir: Path) -> dict:
     ray.init(address=cluster.address, log_to_driver=False)
     worker_id = worker.node_id
     raylet = worker.all_processes["raylet"][0].process.pid
+    register_configs()  # the schemas conf/config.yaml names, as the zapsweep command does
     with initialize_config_module(config_module="conf", version_base="1.3"):
         cfg = compose(config_name="config", overrides=OVERRIDES)
     out: dict = {"worker_node": worker_id}

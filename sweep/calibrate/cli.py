@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import argparse
 import re
-import sys
 from importlib import resources
 from pathlib import Path
 
 import yaml
 
 from engine import DEFAULT_ENGINE, ScenarioError, load_cost_model
+from sweep.console import OneLineParser, positive_float, user_error
 
 from .fit import DEFAULT_MAX_REL_SE, calibrate
 from .measurements import CalibrationError, parse_measurements, read_table
@@ -32,7 +32,7 @@ def cost_model_dir() -> Path:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="zapsweep-calibrate",
         description="Fit a zapsweep cost model to measured root zaps (CSV or Parquet).",
     )
@@ -43,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", default=DEFAULT_ENGINE, choices=("fast", "reference"))
     p.add_argument(
         "--max-rel-se",
-        type=float,
+        type=positive_float,
         default=DEFAULT_MAX_REL_SE,
         help="costs fitted with a larger relative standard error are undetermined",
     )
@@ -83,8 +83,14 @@ def run(args: argparse.Namespace) -> Path:
         measurements=measurements,
     )
     load_cost_model(yaml.safe_load(text))  # the engine must accept what we write
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    except OSError as e:
+        raise CalibrationError(
+            f"--out {out_dir}: cannot write {path} ({e.strerror or e}); allowed a writable "
+            "directory"
+        ) from None
     print(summary(fit, base))
     print(f"wrote {path} (cost_model={name}, version {version})")
     return path
@@ -95,6 +101,5 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run(args)
     except CalibrationError as e:
-        print(f"zapsweep-calibrate: error: {e}", file=sys.stderr)
-        return 2
+        return user_error("zapsweep-calibrate", str(e))
     return 0

@@ -1,6 +1,7 @@
 """The results dataset: where a run's files are, how rows become them, what they hold.
 
-- ``RunDir``: the run directory's layout, the one place that names its parts;
+- ``RunDir``: the run directory's layout, the one place that names its parts
+  (``NotARun``: a path that is no run);
 - ``ResultWriter``, ``encode``: Parquet files encoded where rows are made, then
   written under ``.staging/``, fsynced and atomically renamed in;
 - ``ROW_SCHEMA``, ``FILE_SCHEMA``, ``rows_table``, ``scenario_columns`` (and back,
@@ -18,6 +19,7 @@ from sweep.faces import lazy_face
 
 _EXPORTS = {
     "RunDir": "layout",
+    "NotARun": "layout",
     "PARTITION_COLUMNS": "layout",
     "ResultWriter": "writer",
     "EncodedFile": "writer",

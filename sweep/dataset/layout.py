@@ -10,6 +10,7 @@
       quarantine/             bad result files moved aside, beside <results>
       superseded/             result files whose error rows a retry replaced, beside <results>
       summary.parquet, vms.parquet, report.md, report.html, plots/   the report
+      compare.md              the full table of a comparison with this run as B
 
 ``.staging/``, ``quarantine/`` and ``superseded/`` sit next to the dataset, not necessarily in
 the run directory, so that a rename into or out of the dataset never crosses
@@ -39,12 +40,34 @@ RESULT_GLOB = "*.parquet"
 KEPT_SUFFIX = "-kept.parquet"
 
 
+class NotARun(FileNotFoundError):
+    """A path given as a run that is none of: run directory, dataset, Parquet file."""
+
+    def __init__(self, path: Path, runs: list[Path] = ()):
+        held = ""
+        if runs:
+            shown = ", ".join(str(r) for r in runs[:RUNS_NAMED])
+            more = f" and {len(runs) - RUNS_NAMED} more" if len(runs) > RUNS_NAMED else ""
+            many = f"{len(runs)} runs" if len(runs) > 1 else "1 run"
+            held = f" but a directory of {many} ({shown}{more}): give one of them"
+        super().__init__(
+            f"{path} is not a run{held}; allowed a run directory (with {MANIFEST} and "
+            f"{DEFAULT_RESULTS}/), a results dataset directory or a {RESULT_GLOB} file"
+        )
+
+
+RUNS_NAMED = 3
+# How deep runs are looked for under a directory that is none: outputs/<date>/<time>/.
+RUNS_DEPTH = 3
+
+
 @dataclass(frozen=True)
 class RunDir:
     """A run directory and where its dataset lives."""
 
     path: Path
     results: Path
+    report_to: Path | None = None  # the report's directory, when not the run directory
 
     @classmethod
     def at(cls, path: str | Path, results_dir: str | Path = DEFAULT_RESULTS) -> RunDir:
@@ -64,6 +87,10 @@ class RunDir:
             return cls.at(path)
         if not path.exists():
             raise FileNotFoundError(f"no run directory or results dataset at {path}")
+        if path.is_file() and not path.match(RESULT_GLOB):
+            raise NotARun(path)
+        if path.is_dir() and (runs := runs_under(path)):
+            raise NotARun(path, runs)  # outputs/ itself: the report would mix runs
         return cls(path.parent, path)  # a dataset (or one file) named directly
 
     # The sweep's own files -------------------------------------------------------
@@ -136,8 +163,9 @@ class RunDir:
 
     @property
     def report_dir(self) -> Path:
-        """Where the report goes: the run directory, or next to a dataset named alone."""
-        return self.path
+        """Where the report goes: the run directory, or next to a dataset named
+        alone, unless ``report_to`` says otherwise."""
+        return self.report_to or self.path
 
     @property
     def summary(self) -> Path:
@@ -159,6 +187,25 @@ class RunDir:
     @property
     def plots(self) -> Path:
         return self.report_dir / "plots"
+
+    @property
+    def compare_md(self) -> Path:
+        """The full table of ``zapsweep-report --compare A B``, in B's report directory."""
+        return self.report_dir / "compare.md"
+
+    def report_files(self) -> list[Path]:
+        """The report's files that exist now (what writing a report replaces)."""
+        files = (self.summary, self.vms, self.report_md, self.report_html)
+        return [p for p in files if p.exists()]
+
+
+def runs_under(path: Path) -> list[Path]:
+    """The run directories (those with a manifest) at most RUNS_DEPTH levels
+    below ``path``, sorted."""
+    found = []
+    for depth in range(1, RUNS_DEPTH + 1):
+        found += [m.parent for m in path.glob("/".join(["*"] * depth + [MANIFEST]))]
+    return sorted(found)
 
 
 def new_file_name() -> str:

@@ -5,12 +5,13 @@ named and counted, never moved.
 
 - ``summarize``, ``verdicts``, ``kernel_verdicts``, ``price_of_safety``, ``open_results``
   (``summary``);
-- ``write_report``, ``headline_table``, ``compare`` (``render``);
+- ``write_report``, ``headline_table`` (``render``); ``compare`` (``compare``);
 - ``main``: the ``zapsweep-report`` command (``cli``).
 """
 
 from .cli import main
-from .render import compare, headline_table, write_report
+from .compare import compare
+from .render import headline_table, write_report
 from .summary import kernel_verdicts, open_results, price_of_safety, summarize, verdicts
 
 __all__ = [

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from engine import format_memory
 
-from .summary import DISPLAY_ORDER, LAYOUT_KEYS, STRATEGY_ORDER
+from .summary import DISPLAY_ORDER, HEATMAP_PANEL_KEYS, LAYOUT_KEYS, STRATEGY_ORDER
 
 DPI = 110
 PAGE_SIZE_STYLE = {"4K": "-", "2M": "--", "1G": ":"}
@@ -34,14 +35,17 @@ PLOT_FILES = {
 
 
 def fmt_seconds(s: float) -> str:
-    """Human time for an axis or a cell: 1.5e-3 -> '1.5 ms'."""
+    """Human time for an axis or a cell: 1.5e-3 -> '1.5 ms', 1e4 -> '2.78 h'
+    (hours from 10^4 s, days from 10^6 s: no figure of seven digits)."""
     if s is None or (isinstance(s, float) and math.isnan(s)):
         return "—"
-    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6), ("ns", 1e-9)):
-        if abs(s) >= scale or unit == "ns":
+    units = (("d", 86400.0, 1e6), ("h", 3600.0, 1e4), ("s", 1.0, 1.0), ("ms", 1e-3, 1e-3),
+             ("µs", 1e-6, 1e-6))  # fmt: skip
+    for unit, scale, start in units:
+        if abs(s) >= start:
             v = s / scale
             return f"{v:.0f} {unit}" if v >= 100 else f"{v:.3g} {unit}"
-    raise AssertionError("unreachable")
+    return f"{s / 1e-9:.0f} ns" if abs(s / 1e-9) >= 100 else f"{s / 1e-9:.3g} ns"
 
 
 def strategy_colors(strategies: Sequence[str]) -> dict[str, str]:
@@ -258,37 +262,191 @@ def plot_kernel_latency_vs_memory(
     return path
 
 
-def plot_rcu_hold_heatmap(grid: pl.DataFrame, path: Path, stall_timeout_s: float) -> Path:
-    """Worst RCU hold over vCPUs (x) and dirty ratio (y); one row per strategy,
-    one column per ``flush_on_yield`` value; shared logarithmic colour scale."""
-    if not grid.height:
-        return _empty(Figure(figsize=(6, 3)), path, "no successful cells to plot")
-    strategies = _ordered_strategies(grid)
-    flushes = sorted(grid["flush_on_yield"].unique().to_list())
-    vcpus = sorted(grid["vcpus"].unique().to_list())
-    dirty = sorted(grid["dirty_ratio"].unique().to_list())
-    values = grid["worst_max_rcu_hold_ns"].to_numpy() / 1e9
+def _round_sig(x: float, digits: int = 2, how: Callable[[float], float] = round) -> float:
+    """``x`` at ``digits`` significant digits, rounded by ``how`` (math.ceil: up)."""
+    unit = 10.0 ** (math.floor(math.log10(x)) - digits + 1)
+    return float(f"{how(x / unit * (1 + 1e-12 if how is math.floor else 1)) * unit:.{digits}g}")
+
+
+def log_ticks(vmin: float, vmax: float, most: int = 8) -> list[float]:
+    """Ticks for a logarithmic scale from ``vmin`` to ``vmax``: the finest of
+    1-2-5, 1-3 or 1 steps per decade that gives at most ``most`` (then every
+    other decade); on a narrow range (fewer than three of those), four ticks
+    evenly spaced in log, at two significant digits."""
+    decades = range(math.floor(math.log10(vmin)) - 1, math.ceil(math.log10(vmax)) + 1)
+    for steps in ((1, 2, 5), (1, 3), (1,)):  # the finest that fits
+        ticks = [
+            step * 10.0**decade
+            for decade in decades
+            for step in steps
+            if vmin * (1 - 1e-9) <= step * 10.0**decade <= vmax * (1 + 1e-9)
+        ]
+        if len(ticks) <= most:
+            break
+    while len(ticks) > most:  # many decades: every other one
+        ticks = ticks[::2]
+    if len(ticks) < 3:  # the ends rounded inwards, two between
+        lo, a, b, hi = np.geomspace(vmin, vmax, 4)
+        ticks = sorted({_round_sig(lo, how=math.ceil), _round_sig(a), _round_sig(b),
+                        _round_sig(hi, how=math.floor)})  # fmt: skip
+    return [t for t in ticks if vmin * (1 - 1e-9) <= t <= vmax * (1 + 1e-9)] or [vmin, vmax]
+
+
+def _nice(x: float, down: bool) -> float:
+    """The 1-2-5 value next to ``x`` (below it, or above), if within 5% of it."""
+    decade = 10.0 ** math.floor(math.log10(x))
+    steps = [s * decade for s in (1, 2, 5, 10)]
+    nice = (
+        max(s for s in steps if s <= x * (1 + 1e-9))
+        if down
+        else min(s for s in steps if s >= x * (1 - 1e-9))
+    )
+    return nice if abs(nice - x) <= 0.05 * x else x
+
+
+def color_range(values: np.ndarray) -> tuple[float, float]:
+    """The positive range of ``values``, widened to at least a factor 1.5, its
+    ends moved to a 1-2-5 value within 5% (so that they carry a tick)."""
     positive = values[values > 0]
     vmin = float(positive.min()) if positive.size else 1e-9
-    vmax = max(float(values.max()), vmin * 10)
+    vmax = float(positive.max()) if positive.size else 1e-8
+    if vmax < vmin * 1.5:
+        mid = math.sqrt(vmin * vmax)
+        vmin, vmax = mid / 1.25, mid * 1.25
+    return _nice(vmin, down=True), _nice(vmax, down=False)
+
+
+# An empty heatmap cell says why the grid has no result there (``why_empty``);
+# a panel empty throughout says it once, in full.
+EMPTY_PANEL_LABELS = {
+    "excluded": "excluded by the grid",
+    "invalid": "not a valid strategy\nat this depth",
+    "no cells": "no cells",
+}
+
+
+@dataclass(frozen=True)
+class HeatmapLayout:
+    """Which fields make the heatmap's rows of panels and its columns.
+
+    Rows: the kernel, where the dataset has more than one (or any cell without
+    one), and the strategy, unless the kernel sets it (``zap_levels: kernel``:
+    then each panel names its strategy).  Columns: the paging depth, always;
+    the trigger and ``flush_on_yield`` where they vary on their own (a
+    ``flush_on_yield`` that each kernel and trigger set is no column)."""
+
+    rows: tuple[str, ...]
+    columns: tuple[str, ...]
+    fixed: dict  # fields with one value throughout (named in the title)
+
+
+def _varies_alone(grid: pl.DataFrame, key: str, keys: Sequence[str]) -> bool:
+    """Whether ``key`` takes two values where every other of ``keys`` is the same."""
+    others = [k for k in keys if k != key]
+    return grid.select(keys).unique().height > grid.select(others).unique().height
+
+
+def heatmap_layout(grid: pl.DataFrame) -> HeatmapLayout:
+    candidates = [k for k in ("strategy", *HEATMAP_PANEL_KEYS) if k in grid.columns]
+    keys = [*candidates, "vcpus", "dirty_ratio"]
+    many = {k for k in candidates if grid[k].n_unique() > 1}
+    fixed = {k: grid[k][0] for k in candidates if k not in many and k != "paging_levels"}
+    kernels = "kernel" in many
+    has_kernel = "kernel" in grid.columns and grid["kernel"].is_not_null().any()
+    rows = ["kernel"] if kernels else []
+    if not has_kernel or ("strategy" in many and _varies_alone(grid, "strategy", keys)):
+        rows.append("strategy")
+        fixed.pop("strategy", None)
+    alone = [k for k in ("trigger", "flush_on_yield") if k in many and _varies_alone(grid, k, keys)]
+    return HeatmapLayout(tuple(rows), ("paging_levels", *alone), fixed)
+
+
+def _is(key: str, value) -> pl.Expr:
+    return pl.col(key).is_null() if value is None else pl.col(key) == value
+
+
+def _panel_order(keys: Sequence[str]) -> Callable[[tuple], tuple]:
+    """Sort key of a panel's values: strategies, kernels and triggers in
+    DISPLAY_ORDER (a cell without a kernel last), numbers and flags as they sort."""
+
+    def rank(key: str, value) -> tuple:
+        if value is None:
+            return (2, 0, "")
+        order = DISPLAY_ORDER.get(key, ())
+        if value in order:
+            return (0, order.index(value), "")
+        return (1, value, "") if isinstance(value, (int, float)) else (1, 0, str(value))
+
+    return lambda values: tuple(rank(k, v) for k, v in zip(keys, values, strict=True))
+
+
+def _panels(grid: pl.DataFrame, keys: Sequence[str]) -> list[tuple]:
+    if not keys:
+        return [()]
+    return sorted(set(grid.select(keys).rows()), key=_panel_order(keys))
+
+
+def _field_label(key: str, value) -> str:
+    if key == "paging_levels":
+        return f"{value}-level paging"
+    if key == "kernel":
+        return "no kernel preset" if value is None else f"kernel {value}"
+    if key == "trigger":
+        return TRIGGER_TITLES.get(value, str(value))
+    if key == "flush_on_yield":
+        return f"flush_on_yield {'on' if value else 'off'}"
+    return str(value)
+
+
+def _label(keys: Sequence[str], values: Sequence) -> str:
+    return "\n".join(_field_label(k, v) for k, v in zip(keys, values, strict=True))
+
+
+def plot_rcu_hold_heatmap(
+    grid: pl.DataFrame,
+    path: Path,
+    stall_timeout_s: float,
+    why_empty: Callable[[dict], str] | None = None,
+) -> Path:
+    """Worst RCU hold over vCPUs (x) and dirty ratio (y): a row of panels per
+    strategy (or kernel, and strategy: ``heatmap_layout``), a column per paging
+    depth (and trigger and ``flush_on_yield``, where they vary); one
+    logarithmic colour scale.  An empty cell says why: ``why_empty`` of the
+    cell's fields gives a short label ("excluded" by the grid's rules, "invalid"
+    for the engine, "= per_level" for a strategy that is another at this depth,
+    "no cells"); a panel empty throughout says it once."""
+    if not grid.height:
+        return _empty(Figure(figsize=(6, 3)), path, "no successful cells to plot")
+    why_empty = why_empty or (lambda _cell: "no cells")
+    layout = heatmap_layout(grid)
+    rows, columns = _panels(grid, layout.rows), _panels(grid, layout.columns)
+    named = "strategy" not in layout.rows and "strategy" not in layout.fixed  # per panel
+    vcpus = sorted(grid["vcpus"].unique().to_list())
+    dirty = sorted(grid["dirty_ratio"].unique().to_list())
+    vmin, vmax = color_range(grid["worst_max_rcu_hold_ns"].to_numpy() / 1e9)
     norm = LogNorm(vmin=vmin, vmax=vmax)
+    panel_w = max(0.8 * len(vcpus), 1.4)  # room for a column's title
+    panel_h = max(0.5 * len(dirty), 0.7) + 0.3 * named
     fig = Figure(
-        figsize=(
-            1.0 + 0.75 * len(vcpus) * len(flushes) + 1.6,
-            1.0 + 0.45 * len(dirty) * len(strategies) + 0.8,
-        ),
+        figsize=(1.6 + panel_w * len(columns) + 1.6, 1.3 + panel_h * len(rows) + 0.9),
         layout="constrained",
     )
-    axes = fig.subplots(len(strategies), len(flushes), squeeze=False, sharex=True, sharey=True)
+    axes = fig.subplots(len(rows), len(columns), squeeze=False, sharex=True, sharey=True)
     image = None
-    for i, strategy in enumerate(strategies):
-        for j, flush in enumerate(flushes):
+    for i, row_values in enumerate(rows):
+        for j, column_values in enumerate(columns):
             ax = axes[i][j]
-            sub = grid.filter(
-                (pl.col("strategy") == strategy) & (pl.col("flush_on_yield") == flush)
-            )
+            where = {
+                **dict(zip(layout.rows, row_values, strict=True)),
+                **dict(zip(layout.columns, column_values, strict=True)),
+            }
+            sub = grid.filter(*(_is(k, v) for k, v in where.items())) if where else grid
             m = np.full((len(dirty), len(vcpus)), np.nan)
-            for d, v, hold in sub.select("dirty_ratio", "vcpus", "worst_max_rcu_hold_ns").rows():
+            for d, v, hold in (
+                sub.group_by("dirty_ratio", "vcpus")
+                .agg(pl.col("worst_max_rcu_hold_ns").max())
+                .rows()
+            ):
                 m[dirty.index(d), vcpus.index(v)] = hold / 1e9
             image = ax.imshow(
                 np.ma.masked_invalid(np.clip(m, vmin, None)),
@@ -297,8 +455,24 @@ def plot_rcu_hold_heatmap(grid: pl.DataFrame, path: Path, stall_timeout_s: float
                 aspect="auto",
                 origin="lower",
             )
+            ax.set_facecolor("#eeeeee")
+            reasons = {
+                (r, c): why_empty({**where, "vcpus": vcpus[c], "dirty_ratio": dirty[r]})
+                for (r, c), hold in np.ndenumerate(m)
+                if np.isnan(hold)
+            }
+            whole = len(reasons) == m.size and len(set(reasons.values())) == 1
+            if whole:
+                (reason,) = set(reasons.values())
+                ax.text(
+                    0.5, 0.5, EMPTY_PANEL_LABELS.get(reason, reason), transform=ax.transAxes,
+                    ha="center", va="center", fontsize=8, color="#555555", style="italic",
+                )  # fmt: skip
             for (r, c), hold in np.ndenumerate(m):
                 if np.isnan(hold):
+                    if not whole:
+                        ax.text(c, r, reasons[r, c], ha="center", va="center",
+                                fontsize=7, color="#555555", style="italic")  # fmt: skip
                     continue
                 stalled = hold >= stall_timeout_s
                 ax.text(
@@ -313,16 +487,26 @@ def plot_rcu_hold_heatmap(grid: pl.DataFrame, path: Path, stall_timeout_s: float
                 )
             ax.set_xticks(range(len(vcpus)), [str(v) for v in vcpus])
             ax.set_yticks(range(len(dirty)), [f"{d:g}" for d in dirty])
-            if i == 0:
-                ax.set_title(f"flush_on_yield={'on' if flush else 'off'}")
+            title = [_label(layout.columns, column_values)] if i == 0 else []
+            if named and sub.height:  # the strategy the kernel zaps with here
+                title.append(", ".join(_ordered_strategies(sub)))
+            if title:
+                ax.set_title("\n".join(title), fontsize=9 if i == 0 else 8)
             if j == 0:
-                ax.set_ylabel(f"{strategy}\ndirty ratio")
-            if i == len(strategies) - 1:
+                label = "\n".join(filter(None, [_label(layout.rows, row_values), "dirty ratio"]))
+                ax.set_ylabel(label, rotation=0, ha="right", va="center")
+            if i == len(rows) - 1:
                 ax.set_xlabel("vCPUs")
     cbar = fig.colorbar(image, ax=axes, shrink=0.8, label="worst RCU hold (max_rcu_hold_ns)")
+    cbar.set_ticks(log_ticks(vmin, vmax))
     cbar.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _p: fmt_seconds(v)))
     cbar.ax.yaxis.set_minor_formatter(NullFormatter())
-    fig.suptitle(f"Worst RCU hold (stall at {fmt_seconds(stall_timeout_s)})")
+    fixed = ", ".join(_field_label(k, v) for k, v in layout.fixed.items() if v is not None)
+    fig.suptitle(
+        f"Worst RCU hold (stall at {fmt_seconds(stall_timeout_s)}){'; ' + fixed if fixed else ''}"
+        "\nworst over guest memory, page size and every other field",
+        fontsize=10,
+    )
     fig.savefig(path, dpi=DPI)
     return path
 

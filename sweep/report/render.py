@@ -19,7 +19,7 @@ from typing import Any
 
 import polars as pl
 
-from engine import format_memory
+from engine import Scenario, ScenarioError, format_memory, strategy_name
 from sweep.dataset import BadFile, read_manifest
 
 from . import fleet, plots, summary
@@ -226,6 +226,32 @@ def verdict_lines(verdicts: pl.DataFrame, budget_ms: float) -> list[str]:
     return lines
 
 
+def incomplete_note(manifest: dict | None, rows: int) -> str | None:
+    """For the top of a report on a run that did not complete: its status, its
+    counts and the command that resumes it; None for a complete run."""
+    status = (manifest or {}).get("status")
+    if status in (None, "complete"):
+        return None
+    counts = manifest.get("counts") or {}
+    text = f"**Incomplete run** (status `{status}`"
+    if manifest.get("stopped_by"):
+        text += f", stopped by {manifest['stopped_by']}"
+    if manifest.get("error"):
+        text += f": {manifest['error']}"
+    if manifest.get("stopped_because"):
+        text += f": {manifest['stopped_because']}"
+    text += f"): {rows:,} cells in the dataset"
+    total, covered = manifest.get("grid_combinations"), counts.get("combinations")
+    if total and covered is not None:
+        text += f", {covered:,} of the grid's {total:,} combinations covered"
+    text += "."
+    if status == "running":
+        text += " The sweep is still running, or its driver was killed."
+    if manifest.get("command"):
+        text += f" Resume with `{manifest['command']}`."
+    return text + " Every figure below is of these cells only."
+
+
 def kernel_lines(kernels: pl.DataFrame, budget_ms: float) -> list[str]:
     """One sentence per kernel and trigger: its worst operation and RCU
     hold, and the largest guest without an RCU stall."""
@@ -383,6 +409,13 @@ class Text:
 
 
 @dataclass(frozen=True)
+class Note:
+    """A warning that heads the report (a run that did not complete)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
 class Bullets:
     items: tuple[str, ...]
 
@@ -399,7 +432,7 @@ class Plot:
     path: Path
 
 
-Block = Text | Bullets | Table | Plot
+Block = Text | Note | Bullets | Table | Plot
 
 
 @dataclass(frozen=True)
@@ -427,10 +460,12 @@ def sections(data: ReportData, plot_paths: dict[str, Path]) -> list[Section]:
         else ""
     )
     groups = f"{data.summary.height} groups by {', '.join(data.group_keys)}"
+    note = incomplete_note(data.manifest, data.rows)
     out = [
         Section(
             None,
-            (
+            ((Note(note),) if note else ())
+            + (
                 Text(
                     f"Dataset `{data.source}`: {data.rows} cells "
                     f"({data.rows - data.error_count} results, {data.error_count} errors). "
@@ -625,6 +660,8 @@ def render_markdown(data: ReportData, plot_paths: dict[str, Path], out_dir: Path
         for block in section.blocks:
             if isinstance(block, Text):
                 md += [block.text, ""]
+            elif isinstance(block, Note):
+                md += [f"> {block.text}", ""]
             elif isinstance(block, Bullets):
                 md += [f"- {item}" for item in block.items] + [""]
             elif isinstance(block, Table):
@@ -644,6 +681,7 @@ td:first-child,th:first-child{text-align:left}
 img{max-width:100%;border:1px solid #ddd;margin:.5em 0}
 code{background:#f4f4f4;padding:0 .2em}
 li{margin:.3em 0}
+.note{background:#fff4e0;border-left:4px solid #e69500;padding:.5em .8em}
 """
 
 
@@ -670,6 +708,8 @@ def render_html(data: ReportData, plot_paths: dict[str, Path]) -> str:
         for block in section.blocks:
             if isinstance(block, Text):
                 h.append(f"<p>{_inline_html(block.text)}</p>")
+            elif isinstance(block, Note):
+                h.append(f"<p class='note'>{_inline_html(block.text)}</p>")
             elif isinstance(block, Bullets):
                 h.append("<ul>" + "".join(f"<li>{_inline_html(x)}</li>" for x in block.items))
                 h.append("</ul>")
@@ -691,6 +731,36 @@ def render_html(data: ReportData, plot_paths: dict[str, Path]) -> str:
 # --------------------------------------------------------------------------- entry points
 
 
+def empty_cell_reason(manifest: dict | None) -> Callable[[dict], str]:
+    """Why a heatmap cell (strategy or kernel, paging depth, trigger,
+    flush_on_yield, vCPUs, dirty ratio: those the heatmap shows) has no
+    result: a rule of the run's ``exclude`` matches it, the strategy is not
+    valid at that depth, or it is another strategy there (its cells are named
+    by that one); else no cell of the grid (or none succeeded)."""
+    from sweep.run.grid import is_excluded
+
+    grid = (manifest or {}).get("grid")
+    rules = (grid.get("exclude") if isinstance(grid, dict) else None) or []
+
+    def why(cell: dict) -> str:
+        written = {k: v for k, v in cell.items() if k != "strategy"}
+        if "strategy" in cell:
+            written["zap_levels"] = cell["strategy"]
+        if rules and is_excluded(written, rules):
+            return "excluded"
+        depth = cell.get("paging_levels")
+        if depth is None or "strategy" not in cell:
+            return "no cells"
+        try:
+            levels = Scenario(paging_levels=depth, zap_levels=cell["strategy"]).zap_levels
+        except ScenarioError:
+            return "invalid"
+        name = strategy_name(levels, depth)
+        return f"= {name}" if name != cell["strategy"] else "no cells"
+
+    return why
+
+
 def write_plots(data: ReportData, plots_dir: Path) -> dict[str, Path]:
     plots_dir.mkdir(parents=True, exist_ok=True)
     f = plots.PLOT_FILES
@@ -707,7 +777,10 @@ def write_plots(data: ReportData, plots_dir: Path) -> dict[str, Path]:
             data.curve, plots_dir / f["latency_vs_memory"], data.budget_ms, data.stall_timeout_s
         ),
         "rcu_hold_heatmap": plots.plot_rcu_hold_heatmap(
-            data.rcu_grid, plots_dir / f["rcu_hold_heatmap"], data.stall_timeout_s
+            data.rcu_grid,
+            plots_dir / f["rcu_hold_heatmap"],
+            data.stall_timeout_s,
+            empty_cell_reason(data.manifest),
         ),
         "cost_vs_latency": plots.plot_cost_vs_latency(
             data.plot_summary, plots_dir / f["cost_vs_latency"], data.budget_ms
@@ -763,34 +836,3 @@ def headline_table(path: Source, budget_ms: float = DEFAULT_BUDGET_MS) -> str:
     if n_err:
         lines.append(f"{n_err} cell(s) failed; see the report's error list.")
     return "\n".join(lines)
-
-
-COMPARE_COLUMNS = ("cells", "errors", "worst_max_op_ns", "worst_max_rcu_hold_ns", "stalls")
-
-
-def compare(a: Source, b: Source, group_keys: Sequence[str] = DEFAULT_GROUP_KEYS) -> pl.DataFrame:
-    """Two runs side by side per group: columns ``<name>_a``, ``<name>_b`` and the
-    change in worst latency, ``worst_max_op_change_ns`` (b - a) and
-    ``worst_max_op_ratio`` (b / a). Groups present in only one run keep nulls."""
-    keys = list(group_keys)
-    sa = summary.summarize(a, keys).select(*keys, *COMPARE_COLUMNS)
-    sb = summary.summarize(b, keys).select(*keys, *COMPARE_COLUMNS)
-    joined = sa.join(
-        sb,
-        on=keys,
-        how="full",
-        suffix="_b",
-        nulls_equal=True,
-        coalesce=True,
-        maintain_order="left_right",
-    ).rename({c: f"{c}_a" for c in COMPARE_COLUMNS})
-    wa, wb = pl.col("worst_max_op_ns_a"), pl.col("worst_max_op_ns_b")
-    out = joined.with_columns(
-        (wb - wa).alias("worst_max_op_change_ns"),
-        (wb / wa).alias("worst_max_op_ratio"),
-    )
-    order = [*keys]
-    for c in COMPARE_COLUMNS:
-        order += [f"{c}_a", f"{c}_b"]
-    out = out.select(*order, "worst_max_op_change_ns", "worst_max_op_ratio")
-    return summary.sort_groups(out.lazy(), keys).collect()

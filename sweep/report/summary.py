@@ -101,6 +101,12 @@ class Results:
 
     def scan(self) -> pl.LazyFrame:
         if not self.files:
+            if self.skipped:
+                raise FileNotFoundError(
+                    f"no result file under {self.run.results} passed the integrity check "
+                    f"({len(self.skipped)} skipped, e.g. {self.skipped[0].path}: "
+                    f"{self.skipped[0].reason})"
+                )
             raise FileNotFoundError(f"no Parquet files under {self.run.results}")
         return pl.scan_parquet(
             list(self.files),
@@ -186,7 +192,10 @@ def summarize(source: Source, group_keys: Sequence[str] = DEFAULT_GROUP_KEYS) ->
     lf = scan(source)
     missing = [k for k in keys if k not in lf.collect_schema().names()]
     if missing:
-        raise ValueError(f"unknown group keys {missing}: not columns of the results dataset")
+        raise ValueError(
+            f"unknown group keys {missing}: allowed columns of the results dataset "
+            f"({', '.join(lf.collect_schema().names())})"
+        )
 
     def ok(name: str) -> pl.Expr:
         return pl.col(name).filter(OK)
@@ -294,7 +303,7 @@ def verdicts(
     )
     errors = lf.group_by(group).agg((~OK).sum().cast(pl.Int64).alias("errors"))
     out = (
-        errors.join(per_group, on=group, how="left")
+        errors.join(per_group, on=group, how="left", nulls_equal=True)
         .with_columns(pl.col("cells").fill_null(0), pl.col("stalls").fill_null(0))
         .select(
             *group,
@@ -398,12 +407,22 @@ def error_count(source: Source) -> int:
     return int(scan(source).select((~OK).sum()).collect().item())
 
 
+# The panels of the RCU-hold heatmap: one per paging depth, kernel, trigger and
+# flush_on_yield (those of them the dataset has), a row of panels per strategy
+# or kernel (plots.heatmap_layout).
+HEATMAP_PANEL_KEYS: tuple[str, ...] = ("paging_levels", "kernel", "trigger", "flush_on_yield")
+
+
 def rcu_hold_grid(source: Source) -> pl.DataFrame:
-    """Worst ``max_rcu_hold_ns`` per strategy, flush_on_yield, vCPUs and dirty ratio."""
-    keys = ["strategy", "flush_on_yield", "vcpus", "dirty_ratio"]
+    """Worst ``max_rcu_hold_ns`` per strategy, paging depth, kernel, trigger
+    (those two if the dataset has them), flush_on_yield, vCPUs and dirty
+    ratio: the worst over every other field (guest memory, page size, ...)."""
+    lf = scan(source)
+    names = lf.collect_schema().names()
+    panels = [k for k in HEATMAP_PANEL_KEYS if k in names]
+    keys = ["strategy", *panels, "vcpus", "dirty_ratio"]
     agg = (
-        scan(source)
-        .filter(OK)
+        lf.filter(OK)
         .group_by(keys)
         .agg(pl.col("max_rcu_hold_ns").max().alias("worst_max_rcu_hold_ns"))
     )

@@ -2,7 +2,8 @@
 
 Registered in Hydra's ConfigStore so a misspelt key or a value of the wrong
 type fails while the config is composed, before Ray starts, naming the key.
-The YAML under ``conf/`` only fills these in.
+The YAML under ``conf/`` only fills these in.  ``register_help`` gives
+``zapsweep --help`` its list of config groups.
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ class RayConfig:
     num_cpus: int | None = None  # local Ray only; null = all cores
     object_store_memory: int | None = None  # local Ray only, bytes
     max_retries: int = 3  # re-runs of a range whose worker died
+    connect_timeout_s: float = 30.0  # a cluster that does not answer by then is an error
 
 
 @dataclass
@@ -128,7 +130,39 @@ class SweepConfig:
 
 
 def register_configs() -> None:
-    cs = ConfigStore.instance()
-    cs.store(name="sweep_schema", node=SweepConfig)
-    cs.store(group="grid", name="grid_schema", node=GridConfig)
-    cs.store(group="ray", name="ray_schema", node=RayConfig)
+    """The schema of the whole config.  It types ``grid`` and ``ray`` too, so the
+    files of those groups are checked as they merge in, and no schema is offered
+    as a group's option (``grid=...`` lists only real grids)."""
+    ConfigStore.instance().store(name="sweep_schema", node=SweepConfig)
+
+
+# Folders of conf/ that are data, not config groups: kernel presets (the
+# engine reads them; a grid names them with grid.kernel), inventories.
+NOT_GROUPS = ("hydra", "kernel", "inventory")
+
+
+def config_groups_help() -> str:
+    """The config groups and their options, as ``zapsweep --help`` lists them
+    (Hydra's own list would offer conf/kernel/ as a group), then the kernel
+    presets a grid can name."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    from engine import available_kernels
+
+    loader = GlobalHydra.instance().config_loader()
+    lines = []
+    for group in sorted(loader.list_groups("")):
+        options = loader.get_group_options(group)
+        if group.split("/")[0] not in NOT_GROUPS and options:
+            lines.append(f"{group}: {', '.join(options)}")
+    kernels = ", ".join(available_kernels())
+    return "\n".join([*lines, "", f'Kernel presets (grid.kernel=["6.6",...]): {kernels}'])
+
+
+def register_help() -> None:
+    """The ``${zapsweep_config_groups:}`` of conf/config.yaml's help template."""
+    from omegaconf import OmegaConf
+
+    OmegaConf.register_new_resolver(
+        "zapsweep_config_groups", config_groups_help, replace=True, use_cache=False
+    )

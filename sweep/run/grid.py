@@ -123,20 +123,29 @@ def grid_axes(grid: Mapping[str, Any], rows: Axis | None = None) -> list[Axis]:
             if isinstance(name, str) and name in set_by_rows:
                 raise GridError(f"zip[{i}]", f"{name!r} is set by the inventory, row by row")
             if not isinstance(name, str) or name not in values:
-                raise GridError(f"zip[{i}]", f"{name!r} is not an axis of this grid")
+                raise GridError(
+                    f"zip[{i}]", f"{name!r} is not an axis of this grid; allowed {list(values)}"
+                )
             if name in group_of:
                 raise GridError(f"zip[{i}]", f"{name!r} is already in another zip group")
             group_of[name] = names
         lengths = {name: len(values[name]) for name in names}
         if len(set(lengths.values())) > 1:
-            raise GridError(f"zip[{i}]", f"zipped axes need equal lengths, got {lengths}")
+            raise GridError(
+                f"zip[{i}]",
+                f"zipped axes need equal lengths, got {lengths}: allowed axes with the same "
+                "number of values (they are paired by position)",
+            )
 
     for i, rule in enumerate(_rules(grid, "exclude", "a list of mappings axis -> value(s)")):
         if not isinstance(rule, Mapping) or not rule:
             raise GridError(f"exclude[{i}]", "a rule is a non-empty mapping axis -> value(s)")
         for name in rule:
             if name not in SCENARIO_FIELDS and name not in LABELS:
-                raise GridError(f"exclude[{i}]", f"{name!r} is not a Scenario field")
+                raise GridError(
+                    f"exclude[{i}]",
+                    f"{name!r} is not a Scenario field; allowed {[*SCENARIO_FIELDS, *LABELS]}",
+                )
 
     axes, seen = ([rows] if rows is not None else []), set()
     # The partition keys vary slowest, so a batch of consecutive cells mostly

@@ -2,7 +2,13 @@
 
 The driver hands out ranges of the grid's combinations (``RunPlan.batch_size``
 each), keeps at most ``max_in_flight`` range tasks submitted (``ray.wait``), and
-places each range's rows into the dataset as soon as it completes.  Workers
+places each range's rows into the dataset as soon as it completes.  Ranges go
+out interleaved (``range_order``: every stretch of the grid is sampled from the
+start), so the throughput seen early holds for the rest and the ETA is
+meaningful, and the largest guests are not all left for the end.  The loop
+polls, so progress is reported while nothing completes, and a stop request
+(``stop``) is seen within a poll: the ranges in flight are abandoned, to run
+again on resume.  Workers
 do everything per cell: expand, validate, hash, skip what is done or a
 duplicate, simulate, and build the range's Arrow table.  The driver's work per
 range does not grow with its cells, so a sweep of any size costs it
@@ -13,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -29,6 +36,7 @@ from .task import run_range_task
 log = logging.getLogger(__name__)
 
 AUTO_BATCH_MAX = 256
+POLL_S = 0.5  # at most this long between two looks at progress and stop requests
 
 
 def auto_batch_size(expected: int | None, cpus: int) -> int:
@@ -69,6 +77,7 @@ class SweepStats:
     lost_batches: int = 0  # ranges whose task failed for good (rows marked error)
     first_result_s: float | None = None
     elapsed_s: float = 0.0
+    abandoned_batches: int = 0  # ranges in flight when the sweep was asked to stop
     stopped: str | None = None  # why the sweep stopped before the end of the grid
     cancelled_batches: int = 0  # ranges in flight when it stopped, not run to the end
 
@@ -95,8 +104,27 @@ def lost_range(plan: RunPlan, lo: int, hi: int, err: Exception) -> tuple[RangeCo
     return counts, table
 
 
-def run(plan: RunPlan, writer: ResultWriter, progress: Progress | None = None) -> SweepStats:
-    """Run every new cell of ``plan`` on the connected Ray cluster into ``writer``."""
+def range_order(n: int) -> Iterator[int]:
+    """0..n-1 in bit-reversed order (0, n/2, n/4, 3n/4, ...): any prefix samples
+    the whole grid evenly; ranges in grid order would run all small guests first."""
+    bits = max(1, (n - 1).bit_length())
+    for i in range(1 << bits):
+        j = int(f"{i:0{bits}b}"[::-1], 2)
+        if j < n:
+            yield j
+
+
+def run(
+    plan: RunPlan,
+    writer: ResultWriter,
+    progress: Progress | None = None,
+    stop: Callable[[], bool] = lambda: False,
+) -> SweepStats:
+    """Run every new cell of ``plan`` on the connected Ray cluster into ``writer``,
+    until done, until ``stop()`` is true (then the ranges in flight are left
+    unfinished and counted in ``abandoned_batches``), or until
+    ``plan.max_failures`` cells have failed (``stats.stopped`` says so; no range
+    goes out after, those in flight are cancelled: ``cancelled_batches``)."""
     _ = plan.grid.twins  # worked out once, here, and shipped with the grid
     start = time.monotonic()  # the first submission: first_result_s counts from here
     stats = SweepStats()
@@ -109,26 +137,22 @@ def run(plan: RunPlan, writer: ResultWriter, progress: Progress | None = None) -
     done = ray.put(plan.done) if len(plan.done) else None
     metadata = ray.put(writer.metadata) if plan.encode_on == "worker" else None
     task = run_range_task.options(max_retries=plan.max_retries, retry_exceptions=False)
-    ranges = iter(range(0, plan.grid.size, size))
+    ranges = (k * size for k in range_order(-(-plan.grid.size // size)))
     pending: dict[ray.ObjectRef, tuple[int, int]] = {}
-    while True:
-        while (
-            stats.stopped is None
-            and len(pending) < in_flight
-            and (lo := next(ranges, None)) is not None
-        ):
-            hi = min(lo + size, plan.grid.size)
-            pending[task.remote(grid, settings, lo, hi, done, metadata)] = (lo, hi)
-            stats.batches += 1
-        if not pending:
-            break
-        (ref,), _ = ray.wait(list(pending), num_returns=1)  # whichever is done first
+    poll_s = min(POLL_S, progress.log_interval_s / 2) if progress is not None else POLL_S
+
+    def take(ref: ray.ObjectRef) -> None:
+        """Place one finished range's files (or, if its task failed for good and
+        no stop was asked, which could be why, its cells as error rows)."""
         lo, hi = pending.pop(ref)
         try:
             result = ray.get(ref)
         except ray.exceptions.TaskCancelledError:
-            continue  # cancelled after the sweep stopped: its cells stay to run
+            return  # cancelled after the sweep stopped: its cells stay to run
         except (ray.exceptions.RayError, OSError) as err:
+            if stop():
+                stats.abandoned_batches += 1  # runs again on resume
+                return
             stats.lost_batches += 1
             log.warning("range %d..%d of the grid failed for good: %s", lo, hi - 1, err)
             counts, table = lost_range(plan, lo, hi, err)
@@ -143,12 +167,37 @@ def run(plan: RunPlan, writer: ResultWriter, progress: Progress | None = None) -
         if stats.first_result_s is None:
             stats.first_result_s = time.monotonic() - start
         if progress is not None:
-            progress.advance(hi - lo, ok=counts.ok, failed=counts.failed)
+            progress.advance(
+                hi - lo, ok=counts.ok, failed=counts.failed, resumed=counts.resumed,
+                in_flight=len(pending),
+            )  # fmt: skip
         if stats.stopped is None and plan.max_failures and stats.failed >= plan.max_failures:
             cells = "cell" if stats.failed == 1 else "cells"
             stats.stopped = f"{stats.failed} {cells} failed (max_failures={plan.max_failures})"
             stats.cancelled_batches = len(pending)
-            for ref in pending:
-                ray.cancel(ref)
+            for other in pending:
+                ray.cancel(other)
+
+    while not stop():
+        while (
+            stats.stopped is None
+            and len(pending) < in_flight
+            and (lo := next(ranges, None)) is not None
+        ):
+            hi = min(lo + size, plan.grid.size)
+            pending[task.remote(grid, settings, lo, hi, done, metadata)] = (lo, hi)
+            stats.batches += 1
+        if not pending:
+            break
+        ready, _ = ray.wait(list(pending), num_returns=1, timeout=poll_s)
+        if ready:
+            take(ready[0])
+        elif progress is not None:
+            progress.idle(len(pending))
+    if pending:  # asked to stop: keep what has finished, leave the rest for the resume
+        ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=0)
+        for ref in ready:
+            take(ref)
+    stats.abandoned_batches += len(pending)
     stats.elapsed_s = time.monotonic() - start
     return stats

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import logging
 import os
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import contextmanager, nullcontext
 
 import ray
 
+from .cluster import join_cluster
 from .config import RayConfig
 from .reaper import Reaper
 
@@ -25,7 +27,8 @@ def runtime_env() -> dict:
     import engine
     import sweep
 
-    return {"py_modules": [engine, sweep, conf]}
+    # As directories, not module objects: Ray Client (ray://) pickles the runtime env.
+    return {"py_modules": [os.path.dirname(m.__file__) for m in (engine, sweep, conf)]}
 
 
 # Ray resolves 127.0.0.1 to the host's address and binds its gRPC servers to
@@ -55,19 +58,32 @@ def init_local_ray(num_cpus: int | None = None, object_store_memory: int | None 
         ray_constants.ENABLE_RAY_CLUSTER = True
 
 
-def warm_workers(cpus: int) -> None:
+def warm_workers(cpus: int, stopped: Callable[[], bool] = lambda: False) -> None:
     """Have every CPU's worker process import what a range task needs (the
     engine, pyarrow) now, as part of starting the session, so that the first
-    range does not wait for a worker's imports (~0.5 to 1 s)."""
+    range does not wait for a worker's imports (~0.5 to 1 s).  Gives up
+    waiting once ``stopped()``."""
     from .task import warm_up
 
-    ray.get([warm_up.remote() for _ in range(max(1, cpus))])
+    pending = [warm_up.remote() for _ in range(max(1, cpus))]
+    while pending and not stopped():
+        _, pending = ray.wait(pending, num_returns=len(pending), timeout=0.5)
 
 
 @contextmanager
-def ray_session(cfg: RayConfig):
-    """Connect to the cluster named by ``cfg.address``/``RAY_ADDRESS``, or start
-    an embedded local Ray on loopback with no dashboard; shut down after."""
+def ray_session(cfg: RayConfig, stop=None):
+    """Connect to the cluster named by ``cfg.address``/``RAY_ADDRESS`` (within
+    ``cfg.connect_timeout_s``: ``ClusterUnreachable`` otherwise), or start an
+    embedded local Ray on loopback with no dashboard; shut down after.
+
+    ``stop`` (a ``StopSignals``) holds a signal while the driver is in Ray's
+    core (starting the local Ray, asking for resources, warming the workers,
+    shutting down), where an exception raised by a signal handler can break
+    it; the warm-up then stops waiting, and the caller's ``stop.check()``
+    raises.  While a cluster is joined (Python code that waits, and a watchdog
+    that interrupts ``ray.init``) a signal raises at once."""
+    shield = stop.deferred if stop is not None else nullcontext
+    stopped = stop.requested if stop is not None else (lambda: False)
     address = cfg.address or os.environ.get("RAY_ADDRESS")
     if ray.is_initialized():  # the caller owns this session (tests, notebooks)
         yield
@@ -75,17 +91,21 @@ def ray_session(cfg: RayConfig):
     reaper = None
     try:
         if address:
-            log.info("joining the Ray cluster at %s", address)
-            ray.init(address=address, runtime_env=runtime_env(), log_to_driver=False)
+            given = f"ray.address={cfg.address}" if cfg.address else f"RAY_ADDRESS={address}"
+            log.info("joining the Ray cluster at %s", given)
+            join_cluster(address, given, cfg.connect_timeout_s, runtime_env())
         else:
-            reaper = Reaper()  # if this driver is killed, its local Ray goes too
-            with reaper.marking():  # every process of this Ray carries the watcher's mark
-                init_local_ray(cfg.num_cpus, cfg.object_store_memory)
-        resources = ray.cluster_resources()
-        log.info("Ray: %d node(s), %s CPUs", len(ray.nodes()), resources.get("CPU"))
-        warm_workers(int(resources.get("CPU", 1)))
+            with shield():
+                reaper = Reaper()  # if this driver is killed, its local Ray goes too
+                with reaper.marking():  # every process of this Ray carries the watcher's mark
+                    init_local_ray(cfg.num_cpus, cfg.object_store_memory)
+        with shield():
+            resources = ray.cluster_resources()
+            log.info("Ray: %d node(s), %s CPUs", len(ray.nodes()), resources.get("CPU"))
+            warm_workers(int(resources.get("CPU", 1)), stopped)
         yield
     finally:
-        ray.shutdown()
-        if reaper is not None:
-            reaper.close()
+        with shield():
+            ray.shutdown()
+            if reaper is not None:
+                reaper.close()

@@ -13,7 +13,7 @@ import dataclasses
 import numpy as np
 import ray
 
-from engine import Scenario, simulate
+from engine import COST_FIELDS, CostModel, Scenario, simulate
 from sweep.dataset.schema import rows_table
 from sweep.dataset.writer import encode
 
@@ -49,5 +49,10 @@ def warm_up() -> int:
     import os
 
     rows_table([])
-    simulate(Scenario(guest_memory="16MiB", resched="tick"), engine="fast")
+    simulate(Scenario(guest_memory="16MiB", resched="tick"), engine="fast", cost_model=WARM_UP)
     return os.getpid()
+
+
+# The warm-up's costs (any will do): given, not looked up by name, so that a worker
+# whose working directory holds a ``conf/`` of its own never has to find a file.
+WARM_UP = CostModel("warm-up", 1, *([1000] * len(COST_FIELDS)))

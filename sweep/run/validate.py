@@ -13,6 +13,7 @@ where the results go, so a full or read-only disk fails here, not mid-sweep.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import itertools
 import math
 import os
@@ -73,11 +74,16 @@ class OutputError(OSError):
     def __init__(self, where: Path, err: OSError):
         self.where = where
         reason = err.strerror or str(err)
+        full = err.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+        advice = "free some space or choose" if full else "allowed"
         super().__init__(
             err.errno,
-            f"cannot write results under {where}: {reason}. Free some space or choose a "
-            "writable directory (hydra.run.dir=..., results_dir=...); nothing was run",
+            f"cannot write results under {where}: {reason}; {advice} a writable directory "
+            "with room for the results (hydra.run.dir=..., results_dir=...); nothing was run",
         )
+
+    def __str__(self) -> str:  # the message alone, without OSError's "[Errno n]"
+        return self.strerror
 
 
 # The command line ---------------------------------------------------------------
@@ -99,8 +105,15 @@ def check_overrides(args: Sequence[str]) -> None:
             continue
         try:
             (override,) = parser.parse_overrides([arg])
-        except Exception:  # Hydra reports syntax errors itself, with the position
-            continue
+        except Exception as err:  # Hydra's grammar: say which argument, and where
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ConfigError(
+                "override",
+                arg,
+                "key=value (Hydra's override grammar)",
+                f"cannot parse {arg!r}: {reason}; allowed key=value, with lists as [a,b] "
+                "(Hydra's override grammar)",
+            ) from None
         if override.package is not None:
             continue
         key = override.key_or_group
@@ -153,9 +166,14 @@ def check_settings(cfg: Mapping[str, Any]) -> None:
         raise ConfigError(
             "ray.address", address, "null (local Ray), 'auto', 'host:port' or 'ray://host:port'"
         )
-    interval = progress["log_interval_s"]
-    if not (isinstance(interval, (int, float)) and math.isfinite(interval) and interval > 0):
-        raise ConfigError("progress.log_interval_s", interval, "a finite number of seconds > 0")
+    for key, value in (
+        ("progress.log_interval_s", progress["log_interval_s"]),
+        ("ray.connect_timeout_s", ray["connect_timeout_s"]),
+    ):
+        if isinstance(value, bool) or not (
+            isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+        ):
+            raise ConfigError(key, value, "a finite number of seconds > 0")
     results = cfg["results_dir"]
     parts = PurePath(results).parts if isinstance(results, str) else ()
     if not parts or ".." in parts or (parts and parts[-1] in RESERVED):
@@ -273,6 +291,14 @@ def _check_value(axes, rules, base, a: int, j: int) -> None:
     axis = axes[a]
     name = blame.field if blame is not None and blame.field in axis.names else axis.names[0]
     value = dict(zip(axis.names, axis.values[j], strict=True))[name]
+    if blame is not None and blame.field not in axis.names:  # the partner is refused
+        raise ConfigError(
+            f"grid.{name}",
+            value,
+            blame.allowed,
+            f"grid.{name}={value!r} is invalid: no cell of this grid accepts it, as with it "
+            f"{blame}",
+        )
     allowed = blame.allowed if blame is not None else "a value some cell accepts"
     if axis.labels is not None:
         raise InventoryError(
@@ -282,6 +308,42 @@ def _check_value(axes, rules, base, a: int, j: int) -> None:
 
 
 # The output directory -------------------------------------------------------------
+
+
+def missing_parents(path: Path) -> list[Path]:
+    """``path`` and its ancestors that do not exist yet, the deepest first."""
+    out = []
+    for p in (path, *path.parents):
+        if p.exists():
+            break
+        out.append(p)
+    return out
+
+
+def check_run_dir(path: Path) -> None:
+    """Refuse a run directory that cannot be created, or written, before Hydra
+    tries to write its config there: create it (and remove again what this made)."""
+    created = missing_parents(path)
+    probe = path / f".probe-{os.getpid()}"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe.touch()
+        probe.unlink()
+    except OSError as err:
+        reason = err.strerror or str(err)
+        raise ConfigError(
+            "hydra.run.dir",
+            str(path),
+            "a directory that can be created and written",
+            f"hydra.run.dir={path}: cannot create or write the run directory ({reason}); "
+            "allowed a path in a writable directory",
+        ) from None
+    finally:
+        for p in created:
+            try:
+                p.rmdir()
+            except OSError:
+                break
 
 
 def probe_output(run: RunDir, nbytes: int = PROBE_BYTES) -> None:

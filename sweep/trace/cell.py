@@ -57,7 +57,11 @@ def find_cell(run_dir: str | Path, cell_id: str) -> RunCell:
             raise CellNotFound(f"{cell_id!r} begins {len(matches)} cell ids in {run.path}: {shown}")
         table = dataset.to_table(filter=ds.field("cell_id") == (matches or [cell_id])[0])
     if not table.num_rows:
-        raise CellNotFound(f"no cell {cell_id!r} in {run.results}")
+        some = dataset.head(1, columns=["cell_id"])["cell_id"].to_pylist()
+        raise CellNotFound(
+            f"no cell {cell_id!r} in {run.results}; allowed a cell_id of its rows, or the "
+            f"start of one" + (f" (e.g. {some[0]})" if some else "")
+        )
     row = table.slice(0, 1).to_pylist()[0]
     return RunCell(
         row["cell_id"],

@@ -8,6 +8,7 @@ zapsweep-trace --cell 3f2a outputs/... resched=tick --out cell-tick.json   # the
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,10 +25,12 @@ from engine import (
     load_cost_model,
     zap_events,
 )
+from sweep.console import OneLineParser, user_error
 
 from .cell import CellNotFound, find_cell
 from .chrome import KEEP_HOLDS, KEEP_OPERATIONS, write_trace
 
+PROG = "zapsweep-trace"
 SETTINGS = ("engine", "cost_model")
 KEYS = (*SCENARIO_FIELDS, *SETTINGS)
 
@@ -77,9 +80,37 @@ def parse_assignments(args: Sequence[str]) -> dict[str, Any]:
     return out
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="zapsweep-trace",
+def at_least_one(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is invalid: allowed an integer >= 1")
+    return value
+
+
+def check_out(path: Path) -> None:
+    """Refuse an --out the trace cannot be written to, before the zap is simulated."""
+    parent = path.parent
+    if path.is_dir():
+        raise UsageError(
+            f"--out {path} is a directory; allowed a file path, e.g. {path / 'trace.json'}"
+        )
+    if not parent.is_dir():
+        raise UsageError(
+            f"--out {path}: no directory {parent}; allowed a file in a writable directory"
+        )
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(
+            f"--out {path}: {parent} is not writable; allowed a file in a writable directory"
+        )
+
+
+def parser() -> OneLineParser:
+    p = OneLineParser(
+        prog=PROG,
         description="Trace one root zap: a Chrome trace-event JSON file (open it in "
         "https://ui.perfetto.dev or chrome://tracing) with a slice per RCU hold and per pass, "
         "the longest operations nested in their holds, and instants for yields and TLB "
@@ -101,7 +132,7 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--holds",
-        type=int,
+        type=at_least_one,
         metavar="N",
         default=KEEP_HOLDS,
         help="RCU holds listed one by one, the longest (default %(default)s); the others are "
@@ -109,7 +140,7 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--operations",
-        type=int,
+        type=at_least_one,
         metavar="N",
         default=KEEP_OPERATIONS,
         help="longest operations shown (default %(default)s)",
@@ -142,8 +173,7 @@ def holds_line(path: Path) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        if args.holds < 1 or args.operations < 1:
-            raise UsageError("--holds and --operations take a number >= 1")
+        check_out(args.out)
         given = parse_assignments(args.assignments)
         settings = {k: given.pop(k) for k in SETTINGS if k in given}
         row = None
@@ -162,8 +192,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         events.check()
         path = write_trace(events, args.out, args.holds, args.operations)
     except (UsageError, ScenarioError, CellNotFound, FileNotFoundError) as err:
-        print(f"zapsweep-trace: {err}", file=sys.stderr)
-        return 2
+        return user_error(PROG, str(err))
+    except OSError as err:  # the run's files, or --out, as the simulation ended
+        where = err.filename or args.out
+        return user_error(PROG, f"cannot read or write {where}: {err.strerror or err}")
     r = events.result
     print(
         f"zapsweep-trace: wrote {path} ({path.stat().st_size / 1e6:.1f} MB): {describe(scenario)}"
