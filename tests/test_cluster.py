@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -141,6 +142,7 @@ def test_sweep_on_a_two_node_cluster_uses_both_nodes(tmp_path):
     while (leftovers := _processes_under(temp_dir)) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not leftovers, f"Ray processes left running: {leftovers}"
+    shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def _processes_under(temp_dir: str) -> str:
