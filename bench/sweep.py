@@ -1,7 +1,7 @@
 """Throughput of zapsweep against the alternatives, on the same cells.
 
     python bench/sweep.py                 # everything, figures to stdout + JSON
-    python bench/sweep.py --only loop,serial,zapsweep
+    python bench/sweep.py --only serial,zapsweep --rounds 5
 
 Measures, on the 10,000 cells of ``grid=bench`` (conf/grid/bench.yaml), with
 the fast engine and 2 CPUs:
@@ -11,9 +11,14 @@ the fast engine and 2 CPUs:
   expand a range of the grid, validate, hash, simulate with cells of one VM
   shape sharing their page table and passes, build the Arrow table) over the
   same grid in one process, ranges of 256: what a worker does, without Ray;
+  warmed first as zapsweep's workers are while Ray starts (``warm_up``: a
+  one-cell sweep);
 - ``zapsweep``: the ``zapsweep`` command (Ray with ``ray.num_cpus=2``, Parquet
   written); cells/s over the sweep itself, and over the whole command (Ray start
   and shutdown included); the driver's own CPU time;
+- ``serial`` and ``zapsweep`` run ``--rounds`` times (3) alternately, so that
+  both meet the same moods of a shared machine (its speed moves by 20 % within
+  seconds); each is reported by its median round, and the ratio per round;
 - ``encode``: where a range's rows become Parquet, side by side in one process
   on one local Ray: on the workers (the default: the driver only writes bytes)
   or on the driver (workers return Arrow tables);
@@ -81,15 +86,24 @@ def run_loop(scenarios: list[Scenario]) -> dict:
 
 def run_serial(batch: int = 256) -> dict:
     from sweep.run.cells import RunSettings, run_range
+    from sweep.run.task import warm_up
 
     grid = Grid.of(bench_grid())
     settings = RunSettings("fast", load_cost_model("seed-2022"))
+    # Warmed as zapsweep's workers are while Ray starts (a one-cell sweep: the
+    # engine's compiled kernels loaded, pyarrow's first rows and file), untimed.
+    warm_up()
     start = time.perf_counter()
     cells = sum(
         run_range(grid, settings, lo, lo + batch).counts.ok for lo in range(0, grid.size, batch)
     )
     seconds = time.perf_counter() - start
     return {"cells": cells, "seconds": seconds, "cells_per_s": cells / seconds}
+
+
+def median_round(rounds: list[dict], key: str) -> dict:
+    """The round whose ``key`` is the median (the upper one of an even count)."""
+    return sorted(rounds, key=lambda r: r[key])[len(rounds) // 2]
 
 
 def run_encode_modes(workdir: Path, rounds: int = 3) -> dict:
@@ -258,6 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tune-cells", type=int, default=200, help="the first N bench cells")
     p.add_argument("--multirun-cells", type=int, default=200)
     p.add_argument("--big-seeds", type=int, default=1000, help="10^6 cells = 1000 x seeds")
+    p.add_argument("--rounds", type=int, default=3, help="serial and zapsweep, alternately")
     p.add_argument("--out", type=Path, default=Path("outputs/bench-sweep.json"))
     args = p.parse_args(argv)
     only = set(args.only.split(","))
@@ -268,12 +283,17 @@ def main(argv: list[str] | None = None) -> int:
         if "loop" in only:
             figures["loop"] = run_loop(scenarios)
             print("loop", figures["loop"], flush=True)
-        if "serial" in only:
-            figures["serial"] = run_serial()
-            print("serial", figures["serial"], flush=True)
-        if "zapsweep" in only:
-            figures["zapsweep"] = run_zapsweep(["grid=bench"], work)
-            print("zapsweep", figures["zapsweep"], flush=True)
+        rounds: dict[str, list[dict]] = {"serial": [], "zapsweep": []}
+        for _ in range(args.rounds):  # alternately: both see the machine's same moods
+            if "serial" in only:
+                rounds["serial"].append(run_serial())
+                print("serial", rounds["serial"][-1], flush=True)
+            if "zapsweep" in only:
+                rounds["zapsweep"].append(run_zapsweep(["grid=bench"], work))
+                print("zapsweep", rounds["zapsweep"][-1], flush=True)
+        for name, key in (("serial", "seconds"), ("zapsweep", "sweep_seconds")):
+            if rounds[name]:
+                figures[name] = {**median_round(rounds[name], key), "rounds": rounds[name]}
         if "encode" in only:
             figures["encode"] = run_encode_modes(work)
             print("encode", figures["encode"], flush=True)
@@ -304,7 +324,15 @@ def main(argv: list[str] | None = None) -> int:
     if "serial" in figures and "zapsweep" in figures:
         ratios["zapsweep_vs_serial_batches"] = (
             figures["zapsweep"]["cells_per_s"] / figures["serial"]["cells_per_s"]
-        )
+        )  # the medians' ratio
+        ratios["zapsweep_vs_serial_batches_per_round"] = [
+            z["cells_per_s"] / s["cells_per_s"]
+            for s, z in zip(rounds["serial"], rounds["zapsweep"], strict=True)
+        ]
+    if "zapsweep" in figures:
+        ratios["driver_cpu_s_per_10k_cells_per_round"] = [
+            z["driver_cpu_s_per_10k_cells"] for z in rounds["zapsweep"]
+        ]
     if "tune" in figures and "zapsweep" in figures:
         ratios["zapsweep_vs_tune"] = (
             figures["zapsweep"]["cells_per_s"] / figures["tune"]["cells_per_s"]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 
-import numpy as np
 import pytest
 import yaml
 
@@ -20,7 +19,7 @@ from sweep.run import runner
 from sweep.run.cells import RunSettings
 from sweep.run.grid import Grid
 from sweep.run.progress import Progress, fmt_duration
-from sweep.run.runner import RunPlan, range_order
+from sweep.run.runner import RunPlan
 
 
 class Clock:
@@ -97,14 +96,6 @@ def test_the_eta_is_smoothed(clock):
 
 def test_durations():
     assert [fmt_duration(s) for s in (0, 45, 125, 3725)] == ["0s", "45s", "2m05s", "1h02m"]
-
-
-def test_ranges_go_out_interleaved():
-    assert list(range_order(8)) == [0, 4, 2, 6, 1, 5, 3, 7]
-    for n in (1, 2, 5, 13, 100):
-        assert sorted(range_order(n)) == list(range(n))
-    first = sorted(list(range_order(100))[:8])  # any prefix spreads over the whole grid
-    assert first[0] == 0 and first[-1] >= 75 and max(np.diff(first)) <= 25
 
 
 # The loop ------------------------------------------------------------------------------

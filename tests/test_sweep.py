@@ -10,7 +10,6 @@ from hydra import compose, initialize_config_module
 
 from sweep.dataset import open_dataset
 from sweep.run.cli import sweep
-from sweep.run.runner import auto_batch_size
 
 SMOKE = ["grid=smoke", "engine=reference", "report=false", "progress.bar=false"]
 
@@ -95,14 +94,6 @@ def test_an_unknown_engine_fails_before_anything_runs(tmp_path):
         sweep(_cfg("engine=warp"), tmp_path)
     assert err.value.field == "engine"
     assert not (tmp_path / "results").exists()
-
-
-@pytest.mark.parametrize(
-    ("expected", "cpus", "size"),
-    [(None, 2, 256), (40, 2, 5), (10**5, 2, 256), (3, 4, 1), (630, 2, 79)],
-)
-def test_auto_batch_size(expected, cpus, size):
-    assert auto_batch_size(expected, cpus) == size
 
 
 def test_local_ray_is_on_loopback(ray_local):

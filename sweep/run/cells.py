@@ -165,6 +165,7 @@ class RangeCounts:
     duplicates: int = 0  # skipped: an earlier combination makes the same cell
     ok: int = 0
     failed: int = 0  # error rows
+    seconds: float = 0.0  # the worker's time on the range
 
 
 @dataclass
@@ -207,8 +208,11 @@ def run_range(
     worker: str = "local",
 ) -> RangeResult:
     """Expand, validate, hash, skip and run combinations lo..hi-1 of ``grid``."""
+    start = time.perf_counter()
     cells, counts = new_cells(grid, settings, lo, hi, done)
     rows = run_batch(cells, settings, worker)
     counts.failed = sum(r["status"] == "error" for r in rows)
     counts.ok = len(rows) - counts.failed
-    return RangeResult(rows_table(rows), counts)
+    table = rows_table(rows)
+    counts.seconds = time.perf_counter() - start
+    return RangeResult(table, counts)

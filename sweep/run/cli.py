@@ -82,6 +82,7 @@ def prepare(cfg: DictConfig) -> tuple[RunSettings, Grid | None, Inventory | None
         rows = inventory.axis() if inventory else None
         check_config(config, rows)
         grid = Grid.of(config["grid"], rows)
+        _ = grid.twins  # the grid's one look at itself (duplicates), before Ray starts
     model = load_cost_model(config["cost_model"])
     return RunSettings(engine=cfg.engine, cost_model=model), grid, inventory
 

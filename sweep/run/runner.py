@@ -1,11 +1,12 @@
 """Running a grid on Ray: index ranges out, batches of rows back, constant work per range.
 
-The driver hands out ranges of the grid's combinations (``RunPlan.batch_size``
-each), keeps at most ``max_in_flight`` range tasks submitted (``ray.wait``), and
-places each range's rows into the dataset as soon as it completes.  Ranges go
-out interleaved (``range_order``: every stretch of the grid is sampled from the
-start), so the throughput seen early holds for the rest and the ETA is
-meaningful, and the largest guests are not all left for the end.  The loop
+The driver hands out ranges of the grid's combinations (``RangePlanner``:
+where, and how many, about a second of a worker's time each unless
+``RunPlan.batch_size`` fixes it), keeps at most ``max_in_flight`` range tasks
+submitted (``ray.wait``), and places each range's rows into the dataset as
+soon as it completes.  Ranges go out interleaved (every stretch of the grid is
+sampled from the start), so the throughput seen early holds for the rest and
+the ETA is meaningful, and the largest guests are not all left for the end.  The loop
 polls, so progress is reported while nothing completes, and a stop request
 (``stop``) is seen within a poll: the ranges in flight are abandoned, to run
 again on resume.  Workers
@@ -17,9 +18,11 @@ O(ranges) time and O(axes + cells already done) memory.
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -31,20 +34,12 @@ from sweep.dataset import ResultWriter
 from .cells import RangeCounts, RunSettings, error_table, new_cells
 from .grid import Grid, GridCounts
 from .progress import Progress
+from .ranges import RangePlanner
 from .task import run_range_task
 
 log = logging.getLogger(__name__)
 
-AUTO_BATCH_MAX = 256
 POLL_S = 0.5  # at most this long between two looks at progress and stop requests
-
-
-def auto_batch_size(expected: int | None, cpus: int) -> int:
-    """Large enough to amortize Ray's per-task cost, small enough to keep
-    every CPU busy to the end (at least 4 batches per CPU)."""
-    if not expected:
-        return AUTO_BATCH_MAX
-    return max(1, min(AUTO_BATCH_MAX, -(-expected // (4 * cpus))))
 
 
 @dataclass(frozen=True)
@@ -54,7 +49,7 @@ class RunPlan:
     grid: Grid
     settings: RunSettings
     done: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.uint64))
-    batch_size: int | None = None  # combinations per range; None = auto_batch_size
+    batch_size: int | None = None  # combinations per range; None: sized by time (RangePlanner)
     max_in_flight: int | None = None  # None = 2 x the cluster's CPUs
     max_retries: int = 3  # re-runs of a range whose worker died
     # Where a range's rows become Parquet bytes: "worker" (the default: the
@@ -77,6 +72,7 @@ class SweepStats:
     lost_batches: int = 0  # ranges whose task failed for good (rows marked error)
     first_result_s: float | None = None
     elapsed_s: float = 0.0
+    worker_s: float = 0.0  # the workers' time on the ranges that completed
     abandoned_batches: int = 0  # ranges in flight when the sweep was asked to stop
     stopped: str | None = None  # why the sweep stopped before the end of the grid
     cancelled_batches: int = 0  # ranges in flight when it stopped, not run to the end
@@ -88,6 +84,7 @@ class SweepStats:
         self.submitted += counts.ok + counts.failed
         self.resumed += counts.resumed
         self.duplicates += counts.duplicates
+        self.worker_s += counts.seconds
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -104,14 +101,19 @@ def lost_range(plan: RunPlan, lo: int, hi: int, err: Exception) -> tuple[RangeCo
     return counts, table
 
 
-def range_order(n: int) -> Iterator[int]:
-    """0..n-1 in bit-reversed order (0, n/2, n/4, 3n/4, ...): any prefix samples
-    the whole grid evenly; ranges in grid order would run all small guests first."""
-    bits = max(1, (n - 1).bit_length())
-    for i in range(1 << bits):
-        j = int(f"{i:0{bits}b}"[::-1], 2)
-        if j < n:
-            yield j
+@contextmanager
+def old_objects_frozen() -> Iterator[None]:
+    """The driver's garbage collector leaves the objects that exist now (Ray's,
+    Hydra's, the engine's: about 150,000) alone until the block ends.  A full
+    collection walks every one of them, and the first one after Ray's start
+    also faults in every page of the heap again (Ray forked its processes, so
+    each page is copy-on-write): about 0.1 s of the driver's CPU, once a
+    sweep, and the walk again at every full collection of a long one."""
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()  # back in the oldest generation: nothing is kept for good
 
 
 def run(
@@ -125,79 +127,100 @@ def run(
     unfinished and counted in ``abandoned_batches``), or until
     ``plan.max_failures`` cells have failed (``stats.stopped`` says so; no range
     goes out after, those in flight are cancelled: ``cancelled_batches``)."""
-    _ = plan.grid.twins  # worked out once, here, and shipped with the grid
-    start = time.monotonic()  # the first submission: first_result_s counts from here
-    stats = SweepStats()
+    _ = plan.grid.twins  # worked out once (by prepare, as a rule) and shipped with the grid
     if not plan.grid.size:  # a retry with no failed cell: nothing to hand out
-        return stats
-    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
-    in_flight = plan.max_in_flight or 2 * cpus
-    size = plan.batch_size or auto_batch_size(plan.grid.size, cpus)
-    grid, settings = ray.put(plan.grid), ray.put(plan.settings)  # once, not per range
-    done = ray.put(plan.done) if len(plan.done) else None
-    metadata = ray.put(writer.metadata) if plan.encode_on == "worker" else None
-    task = run_range_task.options(max_retries=plan.max_retries, retry_exceptions=False)
-    ranges = (k * size for k in range_order(-(-plan.grid.size // size)))
-    pending: dict[ray.ObjectRef, tuple[int, int]] = {}
-    poll_s = min(POLL_S, progress.log_interval_s / 2) if progress is not None else POLL_S
+        return SweepStats()
+    with old_objects_frozen():
+        return RangeLoop(plan, writer, progress, stop).run()
 
-    def take(ref: ray.ObjectRef) -> None:
+
+class RangeLoop:
+    """The driver's loop: ranges out while fewer than ``in_flight`` are, one
+    finished range in per poll, progress at every poll."""
+
+    def __init__(self, plan: RunPlan, writer: ResultWriter, progress, stop) -> None:
+        self.plan, self.writer, self.progress, self.stop = plan, writer, progress, stop
+        self.start = time.monotonic()  # the first submission: first_result_s counts from here
+        self.stats = SweepStats()
+        cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        self.in_flight = plan.max_in_flight or 2 * cpus
+        self.planner = RangePlanner(plan.grid.size, cpus, plan.batch_size)
+        # The task's arguments but the range, put once, not per range
+        self.grid, self.settings = ray.put(plan.grid), ray.put(plan.settings)
+        self.done = ray.put(plan.done) if len(plan.done) else None
+        self.metadata = ray.put(writer.metadata) if plan.encode_on == "worker" else None
+        self.task = run_range_task.options(max_retries=plan.max_retries, retry_exceptions=False)
+        self.pending: dict[ray.ObjectRef, tuple[int, int]] = {}
+        self.poll_s = min(POLL_S, progress.log_interval_s / 2) if progress else POLL_S
+
+    def run(self) -> SweepStats:
+        while not self.stop():
+            self.submit()
+            if not self.pending:
+                break
+            ready, _ = ray.wait(list(self.pending), num_returns=1, timeout=self.poll_s)
+            if ready:
+                self.take(ready[0])
+            elif self.progress is not None:
+                self.progress.idle(len(self.pending))
+        if self.pending:  # asked to stop: keep what has finished, leave the rest for the resume
+            ready, _ = ray.wait(list(self.pending), num_returns=len(self.pending), timeout=0)
+            for ref in ready:
+                self.take(ref)
+        self.stats.abandoned_batches += len(self.pending)
+        self.stats.elapsed_s = time.monotonic() - self.start
+        return self.stats
+
+    def submit(self) -> None:
+        """Hand out ranges until ``in_flight`` are out (none once stopped)."""
+        while self.stats.stopped is None and len(self.pending) < self.in_flight:
+            span = self.planner.next_range()
+            if span is None:
+                return
+            lo, hi = span
+            ref = self.task.remote(self.grid, self.settings, lo, hi, self.done, self.metadata)
+            self.pending[ref] = span
+            self.stats.batches += 1
+
+    def take(self, ref: ray.ObjectRef) -> None:
         """Place one finished range's files (or, if its task failed for good and
         no stop was asked, which could be why, its cells as error rows)."""
-        lo, hi = pending.pop(ref)
+        lo, hi = self.pending.pop(ref)
         try:
             result = ray.get(ref)
         except ray.exceptions.TaskCancelledError:
             return  # cancelled after the sweep stopped: its cells stay to run
         except (ray.exceptions.RayError, OSError) as err:
-            if stop():
-                stats.abandoned_batches += 1  # runs again on resume
+            if self.stop():
+                self.stats.abandoned_batches += 1  # runs again on resume
                 return
-            stats.lost_batches += 1
+            self.stats.lost_batches += 1
             log.warning("range %d..%d of the grid failed for good: %s", lo, hi - 1, err)
-            counts, table = lost_range(plan, lo, hi, err)
-            writer.write(table)
+            counts, table = lost_range(self.plan, lo, hi, err)
+            self.writer.write(table)
         else:
             counts = result.counts
+            self.planner.completed(hi - lo, counts.seconds)
             if result.files:
-                writer.place(result.files)
+                self.writer.place(result.files)
             elif result.rows is not None and result.rows.num_rows:
-                writer.write(result.rows)
-        stats.add(counts)
-        if stats.first_result_s is None:
-            stats.first_result_s = time.monotonic() - start
-        if progress is not None:
-            progress.advance(
+                self.writer.write(result.rows)
+        self.stats.add(counts)
+        if self.stats.first_result_s is None:
+            self.stats.first_result_s = time.monotonic() - self.start
+        if self.progress is not None:
+            self.progress.advance(
                 hi - lo, ok=counts.ok, failed=counts.failed, resumed=counts.resumed,
-                in_flight=len(pending),
+                in_flight=len(self.pending),
             )  # fmt: skip
-        if stats.stopped is None and plan.max_failures and stats.failed >= plan.max_failures:
-            cells = "cell" if stats.failed == 1 else "cells"
-            stats.stopped = f"{stats.failed} {cells} failed (max_failures={plan.max_failures})"
-            stats.cancelled_batches = len(pending)
-            for other in pending:
-                ray.cancel(other)
+        self.check_failures()
 
-    while not stop():
-        while (
-            stats.stopped is None
-            and len(pending) < in_flight
-            and (lo := next(ranges, None)) is not None
-        ):
-            hi = min(lo + size, plan.grid.size)
-            pending[task.remote(grid, settings, lo, hi, done, metadata)] = (lo, hi)
-            stats.batches += 1
-        if not pending:
-            break
-        ready, _ = ray.wait(list(pending), num_returns=1, timeout=poll_s)
-        if ready:
-            take(ready[0])
-        elif progress is not None:
-            progress.idle(len(pending))
-    if pending:  # asked to stop: keep what has finished, leave the rest for the resume
-        ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=0)
-        for ref in ready:
-            take(ref)
-    stats.abandoned_batches += len(pending)
-    stats.elapsed_s = time.monotonic() - start
-    return stats
+    def check_failures(self) -> None:
+        """At ``max_failures`` failed cells: stop handing out, cancel what is out."""
+        limit = self.plan.max_failures
+        if self.stats.stopped is None and limit and self.stats.failed >= limit:
+            cells = "cell" if self.stats.failed == 1 else "cells"
+            self.stats.stopped = f"{self.stats.failed} {cells} failed (max_failures={limit})"
+            self.stats.cancelled_batches = len(self.pending)
+            for other in self.pending:
+                ray.cancel(other)

@@ -59,15 +59,21 @@ def init_local_ray(num_cpus: int | None = None, object_store_memory: int | None 
 
 
 def warm_workers(cpus: int, stopped: Callable[[], bool] = lambda: False) -> None:
-    """Have every CPU's worker process import what a range task needs (the
-    engine, pyarrow) now, as part of starting the session, so that the first
-    range does not wait for a worker's imports (~0.5 to 1 s).  Gives up
-    waiting once ``stopped()``."""
-    from .task import warm_up
+    """Have every CPU's worker process run a one-cell sweep now, as part of
+    starting the session, so that the first range does not wait for a
+    worker's imports and first calls (~0.5 to 1 s), nor the driver for its
+    first task and result.  A warm-up that fails is only logged: the ranges
+    meet the same fault, and the sweep reports it there.  Gives up waiting
+    once ``stopped()``."""
+    from .task import warm_up_workers
 
-    pending = [warm_up.remote() for _ in range(max(1, cpus))]
+    pending = warm_up_workers(max(1, cpus))
     while pending and not stopped():
-        _, pending = ray.wait(pending, num_returns=len(pending), timeout=0.5)
+        ready, pending = ray.wait(pending, num_returns=len(pending), timeout=0.5)
+        try:
+            ray.get(ready)
+        except ray.exceptions.RayError as err:
+            log.warning("a worker's warm-up failed: %s", str(err).splitlines()[0])
 
 
 @contextmanager

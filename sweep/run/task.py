@@ -9,12 +9,12 @@ of a second to every worker's start.
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import numpy as np
 import ray
 
-from engine import COST_FIELDS, CostModel, Scenario, simulate
-from sweep.dataset.schema import rows_table
+from engine import COST_FIELDS, CostModel
 from sweep.dataset.writer import encode
 
 from .cells import RangeResult, RunSettings, run_range
@@ -33,26 +33,40 @@ def run_range_task(
     """The range's result.  With ``metadata`` (the files' key-value metadata)
     its rows come back as Parquet files encoded here, ready for the driver to
     write; without, as an Arrow table for the driver to encode."""
+    start = time.perf_counter()
     result = run_range(grid, settings, lo, hi, done, ray.get_runtime_context().get_node_id())
     if metadata is None or not result.rows.num_rows:
         return result
-    return dataclasses.replace(result, rows=None, files=encode(result.rows, metadata))
+    files = encode(result.rows, metadata)
+    result.counts.seconds = time.perf_counter() - start  # what the range cost this worker
+    return dataclasses.replace(result, rows=None, files=files)
 
 
-@ray.remote(num_cpus=1)
-def warm_up() -> int:
-    """What the first range would otherwise wait for, done once per worker
-    process as the session starts: this module's imports (the engine, pyarrow's
-    core and Parquet writer), the engine's compiled kernels (loaded on their
-    first call) and pyarrow's first conversion from Python objects (which
-    imports pandas, when it is installed).  Returns the worker's pid."""
-    import os
-
-    rows_table([])
-    simulate(Scenario(guest_memory="16MiB", resched="tick"), engine="fast", cost_model=WARM_UP)
-    return os.getpid()
+# A one-cell sweep that each worker runs as the session starts (``warm_up``):
+# per_level with a flush before each yield loads every compiled signature of
+# the engine a grid uses.  Its costs (any will do) are given, not looked up by
+# name, so that a worker whose working directory holds a ``conf/`` of its own
+# never has to find a file.
+WARM_UP_GRID = Grid.of(
+    {"guest_memory": "16MiB", "resched": "tick", "zap_levels": "per_level", "flush_on_yield": True}
+)
+WARM_UP_SETTINGS = RunSettings("fast", CostModel("warm-up", 1, *([1000] * len(COST_FIELDS))))
 
 
-# The warm-up's costs (any will do): given, not looked up by name, so that a worker
-# whose working directory holds a ``conf/`` of its own never has to find a file.
-WARM_UP = CostModel("warm-up", 1, *([1000] * len(COST_FIELDS)))
+def warm_up() -> RangeResult:
+    """What the first range would otherwise wait for, done in this process:
+    this module's imports (the engine, pyarrow's core and Parquet writer), the
+    engine's compiled kernels (loaded on their first call), pyarrow's first
+    conversion from Python objects (which imports pandas, when it is
+    installed) and first Parquet file."""
+    result = run_range(WARM_UP_GRID, WARM_UP_SETTINGS, 0, 1)
+    return dataclasses.replace(result, rows=None, files=encode(result.rows, {}))
+
+
+def warm_up_workers(cpus: int) -> list[ray.ObjectRef]:
+    """The one-cell sweep as a range task on each of ``cpus`` workers: the
+    driver sends this function to the cluster and reads its result once,
+    before the sweep, too."""
+    return [
+        run_range_task.remote(WARM_UP_GRID, WARM_UP_SETTINGS, 0, 1, None, {}) for _ in range(cpus)
+    ]
