@@ -206,6 +206,8 @@ def run_zapsweep(overrides: list[str], workdir: Path) -> dict:
         "command_seconds": wall,
         "sweep_seconds": t["sweep_s"],
         "ray_start_seconds": t["ray_start_s"],
+        "ranges": manifest["counts"]["batches"],
+        "worker_s": manifest["counts"].get("worker_s"),
         "driver_cpu_s": t["driver_cpu_s"],
         "driver_cpu_s_per_10k_cells": t["driver_cpu_s"] * 10_000 / max(cells, 1),
         "first_result_seconds": t["first_result_s"],

@@ -23,7 +23,7 @@ from engine import Scenario, ScenarioError, format_memory, strategy_name
 from sweep.dataset import BadFile, read_manifest
 
 from . import fleet, plots, summary
-from .plots import fmt_seconds
+from .plots import TRIGGER_TITLES, fmt_seconds
 from .summary import (
     DEFAULT_GROUP_KEYS,
     VERDICT_COLUMNS,
@@ -91,12 +91,6 @@ def display(df: pl.DataFrame, headers: dict[str, str] | None = None) -> pl.DataF
         {headers.get(c, c): [_formatter(c)(v) for v in df[c].to_list()] for c in df.columns},
         schema={headers.get(c, c): pl.String for c in df.columns},
     )
-
-
-def split_constant(df: pl.DataFrame, keys: Sequence[str]) -> tuple[pl.DataFrame, dict[str, Any]]:
-    """Drop the key columns that hold one value in every row; return them apart."""
-    fixed = {k: df[k][0] for k in keys if k in df.columns and df.height and df[k].n_unique() == 1}
-    return df.drop(list(fixed)), fixed
 
 
 def markdown_table(df: pl.DataFrame) -> str:
@@ -174,14 +168,11 @@ def headline(verdicts: pl.DataFrame, price: pl.DataFrame) -> pl.DataFrame:
     return out.select(c for c in HEADLINE_HEADERS if c in out.columns)
 
 
-TRIGGER_NAMES = {"memslot": "memslot deletion", "vm_destroy": "VM destruction"}
-
-
 def _group_name(key: str, value: Any) -> str:
     if key == "kernel":
         return "no kernel preset" if value is None else f"kernel {value}"
     if key == "trigger":
-        return TRIGGER_NAMES.get(value, str(value))
+        return TRIGGER_TITLES.get(value, str(value))
     if key == "paging_levels":
         return f"{value}-level paging"
     if key == "page_size":
@@ -258,7 +249,7 @@ def kernel_lines(kernels: pl.DataFrame, budget_ms: float) -> list[str]:
     budget = fmt_seconds(budget_ms / 1e3)
     lines = []
     for row in kernels.filter(pl.col("cells") > 0).iter_rows(named=True):
-        who = f"**On {row['kernel']}, {TRIGGER_NAMES.get(row['trigger'], row['trigger'])}:**"
+        who = f"**On {row['kernel']}, {TRIGGER_TITLES.get(row['trigger'], row['trigger'])}:**"
         op = f"worst operation {fmt_ns(row['worst_max_op_ns'])}"
         under, over = row["under_budget_up_to"], row["over_budget_from"]
         if over is None:

@@ -61,36 +61,6 @@ def _stat(pid: int) -> tuple[int, str] | None:
     return int(fields[1]), fields[19]
 
 
-def process_table() -> dict[int, tuple[int, str]]:
-    """pid -> (parent pid, start time) of every live process (one pass over /proc)."""
-    table = {}
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit() and (st := _stat(int(entry.name))) is not None:
-            table[int(entry.name)] = st
-    return table
-
-
-def _children(table: dict[int, tuple[int, str]]) -> dict[int, list[int]]:
-    children: dict[int, list[int]] = {}
-    for pid, (ppid, _) in table.items():
-        children.setdefault(ppid, []).append(pid)
-    return children
-
-
-def descendants(root: int) -> dict[int, str]:
-    """pid -> start time of every live process under ``root``."""
-    table = process_table()
-    children = _children(table)
-    out: dict[int, str] = {}
-    todo = list(children.get(root, []))
-    while todo:
-        pid = todo.pop()
-        if pid not in out:
-            out[pid] = table[pid][1]
-            todo.extend(children.get(pid, []))
-    return out
-
-
 def _carries(pid: int, entry: bytes) -> bool | None:
     """Whether the environment of ``pid`` holds ``entry``; None while it reads
     empty, as it does for a moment while the process execs."""
