@@ -19,9 +19,12 @@ the fast engine and 2 CPUs:
 - ``serial`` and ``zapsweep`` run ``--rounds`` times (3) alternately, so that
   both meet the same moods of a shared machine (its speed moves by 20 % within
   seconds); each is reported by its median round, and the ratio per round;
-- ``encode``: where a range's rows become Parquet, side by side in one process
-  on one local Ray: on the workers (the default: the driver only writes bytes)
-  or on the driver (workers return Arrow tables);
+- ``ranges``: ranges sized by time (the default) against fixed ranges of 256
+  combinations (as before ranges were sized by time), alternately in one process
+  on one local Ray: the sweep's wall time, the driver's CPU, the ranges;
+- ``encode``: where a range's rows become Parquet, the same way: on the workers
+  (the default: the driver only writes bytes) or on the driver (workers return
+  Arrow tables);
 - ``fsync``: the price of durability: the driver's writer on the bench's rows,
   fsyncs on and off;
 - ``tune``: the same cells as trials of Ray Tune's ``grid_search``; Tune
@@ -106,8 +109,11 @@ def median_round(rounds: list[dict], key: str) -> dict:
     return sorted(rounds, key=lambda r: r[key])[len(rounds) // 2]
 
 
-def run_encode_modes(workdir: Path, rounds: int = 3) -> dict:
-    """The same sweep with rows encoded on the workers and on the driver, alternately."""
+def run_plans(workdir: Path, variants: dict[str, dict], rounds: int = 3) -> dict:
+    """The bench grid's sweep on one local Ray (its workers warmed, as the
+    zapsweep command's are), once per round for each of ``variants`` (RunPlan
+    settings), alternately; each variant's rounds and its best (sweep wall
+    time, the driver's CPU, ranges)."""
     import ray
 
     from sweep.dataset import ResultWriter, RunDir
@@ -116,30 +122,34 @@ def run_encode_modes(workdir: Path, rounds: int = 3) -> dict:
     from sweep.run.session import init_local_ray, warm_workers
 
     grid = Grid.of(bench_grid())
+    _ = grid.twins  # as the zapsweep command does, before Ray starts
     settings = RunSettings("fast", load_cost_model("seed-2022"))
     init_local_ray(num_cpus=CPUS)
-    warm_workers(CPUS)  # as the zapsweep command does when its session starts
-    out: dict = {"worker": [], "driver": []}
+    warm_workers(CPUS)
+    out: dict = {name: [] for name in variants}
     try:
         for i in range(rounds):
-            for where in ("worker", "driver"):
-                writer = ResultWriter(RunDir.at(workdir / f"encode-{where}-{i}"), {})
+            for name, plan in variants.items():
+                writer = ResultWriter(RunDir.at(workdir / f"plan-{name}-{i}"), {})
                 cpu, wall = time.process_time(), time.perf_counter()
-                stats = run(RunPlan(grid, settings, encode_on=where), writer)
-                out[where].append(
+                stats = run(RunPlan(grid, settings, **plan), writer)
+                out[name].append(
                     {
                         "sweep_seconds": time.perf_counter() - wall,
                         "driver_cpu_s": time.process_time() - cpu,
                         "first_result_seconds": stats.first_result_s,
+                        "ranges": stats.batches,
+                        "worker_s": stats.worker_s,
                         "cells": stats.ok,
                     }
                 )
                 writer.close()
+                print(name, out[name][-1], flush=True)
     finally:
         ray.shutdown()
-    for where in ("worker", "driver"):
-        out[f"{where}_best"] = {
-            k: min(r[k] for r in out[where]) for k in ("sweep_seconds", "driver_cpu_s")
+    for name in variants:
+        out[f"{name}_best"] = {
+            k: min(r[k] for r in out[name]) for k in ("sweep_seconds", "driver_cpu_s")
         }
     return out
 
@@ -270,11 +280,11 @@ def run_multirun(cells: int, workdir: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--only", default="loop,serial,zapsweep,encode,fsync,tune,multirun,big")
+    p.add_argument("--only", default="loop,serial,zapsweep,ranges,encode,fsync,tune,multirun,big")
     p.add_argument("--tune-cells", type=int, default=200, help="the first N bench cells")
     p.add_argument("--multirun-cells", type=int, default=200)
     p.add_argument("--big-seeds", type=int, default=1000, help="10^6 cells = 1000 x seeds")
-    p.add_argument("--rounds", type=int, default=3, help="serial and zapsweep, alternately")
+    p.add_argument("--rounds", type=int, default=3, help="of the parts that alternate")
     p.add_argument("--out", type=Path, default=Path("outputs/bench-sweep.json"))
     args = p.parse_args(argv)
     only = set(args.only.split(","))
@@ -296,9 +306,12 @@ def main(argv: list[str] | None = None) -> int:
         for name, key in (("serial", "seconds"), ("zapsweep", "sweep_seconds")):
             if rounds[name]:
                 figures[name] = {**median_round(rounds[name], key), "rounds": rounds[name]}
+        if "ranges" in only:
+            sizes = {"by_time": {}, "fixed_256": {"batch_size": 256}}
+            figures["ranges"] = run_plans(work, sizes, args.rounds)
         if "encode" in only:
-            figures["encode"] = run_encode_modes(work)
-            print("encode", figures["encode"], flush=True)
+            places = {"worker": {"encode_on": "worker"}, "driver": {"encode_on": "driver"}}
+            figures["encode"] = run_plans(work, places, args.rounds)
         if "fsync" in only:
             figures["fsync"] = run_fsync(work)
             print("fsync", figures["fsync"], flush=True)
@@ -335,6 +348,10 @@ def main(argv: list[str] | None = None) -> int:
         ratios["driver_cpu_s_per_10k_cells_per_round"] = [
             z["driver_cpu_s_per_10k_cells"] for z in rounds["zapsweep"]
         ]
+    if "ranges" in figures:
+        by_time, fixed = figures["ranges"]["by_time_best"], figures["ranges"]["fixed_256_best"]
+        for key in ("sweep_seconds", "driver_cpu_s"):  # fixed / by time: above 1, time wins
+            ratios[f"ranges_fixed_256_vs_by_time_{key}"] = fixed[key] / by_time[key]
     if "tune" in figures and "zapsweep" in figures:
         ratios["zapsweep_vs_tune"] = (
             figures["zapsweep"]["cells_per_s"] / figures["tune"]["cells_per_s"]

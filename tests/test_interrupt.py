@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+from processes import descendants
 from test_resume import ARGS as SLOW_ARGS
 
 from sweep.dataset import open_dataset
@@ -34,27 +35,6 @@ LINE = re.compile(
 
 def _files(run_dir: Path) -> int:
     return len(list((run_dir / "results").rglob("*.parquet")))
-
-
-def _descendants(pid: int) -> dict[int, str]:
-    """pid -> start time of every live process under ``pid``."""
-    parent, started = {}, {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[0] not in ("Z", "X"):
-            parent[int(stat.parent.name)], started[int(stat.parent.name)] = (
-                int(fields[1]),
-                fields[19],
-            )
-    out, todo = {}, [p for p, pp in parent.items() if pp == pid]
-    while todo:
-        p = todo.pop()
-        out[p] = started[p]
-        todo += [c for c, pp in parent.items() if pp == p]
-    return out
 
 
 def _alive(procs: dict[int, str]) -> list[int]:
@@ -86,7 +66,7 @@ def _interrupt(run_dir: Path, signum: int, group: bool, at_files: int = 6):
     while _files(run_dir) < at_files and driver.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
     assert driver.poll() is None, "the sweep ended before the signal:\n" + driver.stdout.read()
-    ray_processes = _descendants(driver.pid)  # its local Ray, among others
+    ray_processes = descendants(driver.pid)  # its local Ray, among others
     sent = time.monotonic()
     if group:
         os.killpg(driver.pid, signum)
@@ -180,7 +160,7 @@ def _interrupt_at(run_dir: Path, marker: str, signum: int) -> tuple[int, str, li
         seen.append(line)
         if marker in line:
             break
-    ray_processes = _descendants(driver.pid)
+    ray_processes = descendants(driver.pid)
     os.killpg(driver.pid, signum)
     out, _ = driver.communicate(timeout=120)
     deadline = time.monotonic() + 30

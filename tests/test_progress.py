@@ -69,6 +69,7 @@ def test_resume_counts_are_labelled_and_the_eta_leaves_out_cells_already_there(c
     line = _lines(caplog)[-1]
     assert "50/100 combinations (50%); this run: 10 cells (0 failed)" in line
     assert "already there: 40 of 40 met" in line
+    assert "; 1 range in flight;" in line
     assert p.remaining() == 50 and p.rate == pytest.approx(1.0)
     assert p.eta_s() == pytest.approx(50)
     p2 = Progress(100, bar=False, log_interval_s=10, already_done=40)

@@ -24,12 +24,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from hydra import compose, initialize_config_module
+from processes import descendants
 
 from sweep.dataset import ResultWriter, RunDir, check_dataset, open_dataset
 from sweep.dataset.layout import LOCK_FILE, QUARANTINE
 from sweep.run.cli import sweep
 from sweep.run.lock import LockHolder, RunDirLocked, run_dir_lock
-from sweep.run.reaper import descendants
 from sweep.run.validate import OutputError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -116,7 +116,7 @@ class Progress:
         if self.already_done:
             text += f"; already there: {self.resumed:,} of {self.already_done:,} met"
         if self.in_flight:
-            text += f"; {self.in_flight} ranges in flight"
+            text += f"; {self.in_flight} range{'s' if self.in_flight > 1 else ''} in flight"
         text += f"; elapsed {fmt_duration(self.elapsed_s)}"
         if cells:
             text += f"; {cells / max(self.elapsed_s, 1e-9):.1f} cells/s"
