@@ -20,6 +20,8 @@ the fast engine and 2 CPUs:
   both meet the same moods of a shared machine (its speed moves by 20 % within
   seconds); each is reported by its median round, the ratio per round and
   their median;
+- ``cores``: what two cores give ``serial`` here without Ray (the ceiling of the
+  ratio above): the grid's halves in two processes, alone and side by side;
 - ``ranges``: ranges sized by time (the default) against fixed ranges of 256
   combinations (as before ranges were sized by time), alternately in one process
   on one local Ray: the sweep's wall time, the driver's CPU, the ranges;
@@ -104,6 +106,52 @@ def run_serial(batch: int = 256) -> dict:
     )
     seconds = time.perf_counter() - start
     return {"cells": cells, "seconds": seconds, "cells_per_s": cells / seconds}
+
+
+def run_half(half: int, start_at: float) -> float:
+    """``serial`` over one half of the bench grid (warmed first), from ``start_at``
+    (a time.time()), in seconds."""
+    from sweep.run.cells import RunSettings, run_range
+    from sweep.run.task import warm_up
+
+    grid = Grid.of(bench_grid())
+    settings = RunSettings("fast", load_cost_model("seed-2022"))
+    warm_up()
+    lo, hi = (0, grid.size // 2) if half == 0 else (grid.size // 2, grid.size)
+    time.sleep(max(0.0, start_at - time.time()))
+    start = time.perf_counter()
+    for at in range(lo, hi, 256):
+        run_range(grid, settings, at, min(at + 256, hi))
+    return time.perf_counter() - start
+
+
+def run_cores(rounds: int) -> dict:
+    """What two cores give ``serial`` here, without Ray: the grid's two halves in
+    two processes, one after the other, then side by side."""
+
+    def halves(together: bool) -> list[float]:
+        def start(half: int, at: float) -> subprocess.Popen:
+            argv = [sys.executable, __file__, "--half", str(half), "--start-at", str(at)]
+            return subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+
+        if together:
+            at = time.time() + 5  # both warmed by then
+            procs = [start(0, at), start(1, at)]
+        else:
+            procs = []
+            for half in (0, 1):
+                procs.append(start(half, time.time() + 5))
+                procs[-1].wait()
+        return [float(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
+
+    out = []
+    for _ in range(rounds):
+        alone, together = halves(False), halves(True)
+        out.append(
+            {"alone_s": alone, "together_s": together, "speedup": sum(alone) / max(together)}
+        )
+        print("cores", out[-1], flush=True)
+    return {"rounds": out, "speedup_median": statistics.median(r["speedup"] for r in out)}
 
 
 def median_round(rounds: list[dict], key: str) -> dict:
@@ -282,13 +330,19 @@ def run_multirun(cells: int, workdir: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--only", default="loop,serial,zapsweep,ranges,encode,fsync,tune,multirun,big")
+    parts = "loop,serial,zapsweep,cores,ranges,encode,fsync,tune,multirun,big"
+    p.add_argument("--only", default=parts)
     p.add_argument("--tune-cells", type=int, default=200, help="the first N bench cells")
     p.add_argument("--multirun-cells", type=int, default=200)
     p.add_argument("--big-seeds", type=int, default=1000, help="10^6 cells = 1000 x seeds")
     p.add_argument("--rounds", type=int, default=3, help="of the parts that alternate")
     p.add_argument("--out", type=Path, default=Path("outputs/bench-sweep.json"))
+    p.add_argument("--half", type=int, choices=(0, 1), help=argparse.SUPPRESS)
+    p.add_argument("--start-at", type=float, default=0.0, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.half is not None:  # one process of the cores part
+        print(run_half(args.half, args.start_at))
+        return 0
     only = set(args.only.split(","))
     scenarios = bench_scenarios()
     figures: dict = {"cells": len(scenarios), "cpus": CPUS}
@@ -308,6 +362,8 @@ def main(argv: list[str] | None = None) -> int:
         for name, key in (("serial", "seconds"), ("zapsweep", "sweep_seconds")):
             if rounds[name]:
                 figures[name] = {**median_round(rounds[name], key), "rounds": rounds[name]}
+        if "cores" in only:
+            figures["cores"] = run_cores(args.rounds)
         if "ranges" in only:
             sizes = {"by_time": {}, "fixed_256": {"batch_size": 256}}
             figures["ranges"] = run_plans(work, sizes, args.rounds)

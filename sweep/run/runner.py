@@ -18,11 +18,9 @@ O(ranges) time and O(axes + cells already done) memory.
 
 from __future__ import annotations
 
-import gc
 import logging
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -101,21 +99,6 @@ def lost_range(plan: RunPlan, lo: int, hi: int, err: Exception) -> tuple[RangeCo
     return counts, table
 
 
-@contextmanager
-def old_objects_frozen() -> Iterator[None]:
-    """The driver's garbage collector leaves the objects that exist now (Ray's,
-    Hydra's, the engine's: about 150,000) alone until the block ends.  A full
-    collection walks every one of them, and the first one after Ray's start
-    also faults in every page of the heap again (Ray forked its processes, so
-    each page is copy-on-write): about 0.1 s of the driver's CPU, once a
-    sweep, and the walk again at every full collection of a long one."""
-    gc.freeze()
-    try:
-        yield
-    finally:
-        gc.unfreeze()  # back in the oldest generation: nothing is kept for good
-
-
 def run(
     plan: RunPlan,
     writer: ResultWriter,
@@ -127,11 +110,12 @@ def run(
     unfinished and counted in ``abandoned_batches``), or until
     ``plan.max_failures`` cells have failed (``stats.stopped`` says so; no range
     goes out after, those in flight are cancelled: ``cancelled_batches``)."""
-    _ = plan.grid.twins  # worked out once (by prepare, as a rule) and shipped with the grid
+    # Worked out once and shipped with the grid: by prepare(), as a rule, before
+    # Ray starts (here, an allocation-heavy first 20 to 130 ms: bench/driver.py)
+    _ = plan.grid.twins
     if not plan.grid.size:  # a retry with no failed cell: nothing to hand out
         return SweepStats()
-    with old_objects_frozen():
-        return RangeLoop(plan, writer, progress, stop).run()
+    return RangeLoop(plan, writer, progress, stop).run()
 
 
 class RangeLoop:
