@@ -19,6 +19,7 @@ from sweep.run import runner
 from sweep.run.cells import RunSettings
 from sweep.run.grid import Grid
 from sweep.run.progress import Progress, fmt_duration
+from sweep.run.ranges import FIRST
 from sweep.run.runner import RunPlan
 
 
@@ -153,3 +154,28 @@ def test_the_loop_stops_when_asked_and_leaves_no_error_rows(ray_local, tmp_path,
     assert 0 < stats.ok < 64
     assert stats.batches < -(-plan.grid.size // 8)  # not every range went out
     assert len(check_dataset(run).cell_ids) == stats.ok  # what it counts is what is there
+
+
+def test_one_probe_range_per_cpu_until_one_comes_back(ray_local, tmp_path, monkeypatch):
+    """Before any range has completed, one (small) range per CPU is out; then
+    up to ``max_in_flight``, sized by the time the probes took."""
+    grid = Grid.of(yaml.safe_load(open("conf/grid/bench.yaml")))
+    settings = RunSettings(engine="fast", cost_model=load_cost_model("seed-2022"))
+    plan = RunPlan(grid, settings)
+    seen: list[tuple[bool, int, int]] = []  # (a result came back, ranges out, size)
+    real = runner.RangeLoop.submit
+
+    def submit(loop):
+        real(loop)
+        sizes = [hi - lo for lo, hi in loop.pending.values()]
+        seen.append((loop.stats.first_result_s is not None, len(sizes), max(sizes, default=0)))
+
+    monkeypatch.setattr(runner.RangeLoop, "submit", submit)
+    stats = runner.run(plan, ResultWriter(RunDir.at(tmp_path / "run"), {}))
+    cpus = int(ray_local.cluster_resources()["CPU"])
+    before = [s for s in seen if not s[0]]
+    after = [s for s in seen if s[0]]
+    assert before and all(out <= cpus and size == FIRST for _, out, size in before)
+    assert max(out for _, out, _ in after) == 2 * cpus
+    assert max(size for _, _, size in after) > FIRST
+    assert stats.ok == 10_000 and stats.batches < 40

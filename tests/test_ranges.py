@@ -42,10 +42,10 @@ def test_first_ranges_are_small_then_about_a_second_of_a_worker_each():
         lo, hi = planner.next_range()
         sizes.append(hi - lo)
         planner.completed(hi - lo, (hi - lo) * 1e-3)
-    second = int(TARGET_S / 1e-3)  # a second's worth: 1000
+    target = int(TARGET_S / 1e-3)  # 2 s worth: 2000
     assert sizes[0] == FIRST * GROWTH  # growing at most GROWTH times a range ...
     assert all(b <= GROWTH * a for a, b in zip(sizes, sizes[1:], strict=False))
-    assert sizes[-8:] == [second] * 8  # ... up to a second's worth
+    assert sizes[-8:] == [target] * 8  # ... up to TARGET_S worth
 
 
 def test_heavy_cells_make_short_ranges():
@@ -53,7 +53,7 @@ def test_heavy_cells_make_short_ranges():
     lo, hi = planner.next_range()
     planner.completed(hi - lo, (hi - lo) * 0.5)  # half a second a combination
     lo, hi = planner.next_range()
-    assert hi - lo == 2
+    assert hi - lo == round(TARGET_S / 0.5)  # 4: TARGET_S of work
 
 
 def _stretch(spans: list[tuple[int, int]], total: int, at: int) -> int:

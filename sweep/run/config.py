@@ -87,7 +87,7 @@ class RayConfig:
 class BatchConfig:
     """How the grid is cut into ranges (one Ray task each) and how many run at once."""
 
-    size: int | None = None  # grid combinations per range; null = about 1 s of a worker's time
+    size: int | None = None  # grid combinations per range; null = about 2 s of a worker's time
     max_in_flight: int | None = None  # null = 2 x the cluster's CPUs
 
 

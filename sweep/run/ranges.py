@@ -17,7 +17,7 @@ partitions of the dataset.  For each new range the planner decides:
   worker's time (a range shorter than that would cost the driver more than
   it could save at the end).
 
-So the driver's work, a constant per range, is spread over about a second
+So the driver's work, a constant per range, is spread over about two seconds
 of a worker's time, whatever the cells cost; and the ranges cannot be so
 large that a CPU waits at the end.  A fixed ``size`` (``batch.size``)
 replaces the second answer: the ranges are then the multiples of ``size``.
@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 FIRST = 16  # combinations per range until one has completed
 GROWTH = 8  # a range is at most this many times the previous one
-TARGET_S = 1.0  # a range's worker time, at least
+TARGET_S = 2.0  # a range's worker time, at least
 TAIL_S = 0.1  # the last ranges' worker time, at least
 # A bound on the ranges the driver handles per second: many CPUs make longer
 # ranges rather than more of them (1000 CPUs: 20 s ranges, 50 a second).

@@ -1,7 +1,7 @@
 """Running a grid on Ray: index ranges out, batches of rows back, constant work per range.
 
 The driver hands out ranges of the grid's combinations (``RangePlanner``:
-where, and how many, about a second of a worker's time each unless
+where, and how many, about two seconds of a worker's time each unless
 ``RunPlan.batch_size`` fixes it), keeps at most ``max_in_flight`` range tasks
 submitted (``ray.wait``), and places each range's rows into the dataset as
 soon as it completes.  Ranges go out interleaved (every stretch of the grid is
@@ -126,9 +126,9 @@ class RangeLoop:
         self.plan, self.writer, self.progress, self.stop = plan, writer, progress, stop
         self.start = time.monotonic()  # the first submission: first_result_s counts from here
         self.stats = SweepStats()
-        cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
-        self.in_flight = plan.max_in_flight or 2 * cpus
-        self.planner = RangePlanner(plan.grid.size, cpus, plan.batch_size)
+        self.cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        self.in_flight = plan.max_in_flight or 2 * self.cpus
+        self.planner = RangePlanner(plan.grid.size, self.cpus, plan.batch_size)
         # The task's arguments but the range, put once, not per range
         self.grid, self.settings = ray.put(plan.grid), ray.put(plan.settings)
         self.done = ray.put(plan.done) if len(plan.done) else None
@@ -156,8 +156,11 @@ class RangeLoop:
         return self.stats
 
     def submit(self) -> None:
-        """Hand out ranges until ``in_flight`` are out (none once stopped)."""
-        while self.stats.stopped is None and len(self.pending) < self.in_flight:
+        """Hand out ranges until ``in_flight`` are out (none once stopped).  Until
+        one has come back, one per CPU: a probe whose time sizes the next
+        ranges; a second probe queued behind it would only be one more range."""
+        limit = self.in_flight if self.stats.first_result_s is not None else self.cpus
+        while self.stats.stopped is None and len(self.pending) < limit:
             span = self.planner.next_range()
             if span is None:
                 return
