@@ -68,6 +68,10 @@ def test_sweep_run_refuses_what_the_command_line_refuses(tmp_path):
         sweep.run(grid="smoke", overrides=["grid.vcpu=[1]"], run_dir=tmp_path / "x")
     with pytest.raises(ConfigError, match="max_failures=0 is invalid"):
         sweep.run(grid="smoke", overrides=["max_failures=0"], run_dir=tmp_path / "x")
+    with pytest.raises(ConfigError, match="batch.size=many is invalid: allowed an integer"):
+        sweep.run(grid="smoke", overrides=["batch.size=many"], run_dir=tmp_path / "x")
+    with pytest.raises(ConfigError, match="grid=nope"):
+        sweep.run(grid="nope", run_dir=tmp_path / "x")
     assert not (tmp_path / "x").exists()
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import polars as pl
 import yaml
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sweep.dataset import RunDir
 
@@ -53,19 +53,6 @@ class SweepResult:
         )
 
 
-def compose_config(overrides: Sequence[str]) -> DictConfig:
-    """The config ``zapsweep <overrides>`` would run (checked keys first)."""
-    from hydra import compose, initialize_config_module
-
-    from .config import register_configs
-    from .validate import check_overrides
-
-    check_overrides(overrides)
-    register_configs()
-    with initialize_config_module(config_module="conf", version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides))
-
-
 def default_run_dir() -> Path:
     """Where Hydra would put the run: outputs/<date>/<time>."""
     return DEFAULT_OUTPUTS / datetime.now().strftime("%Y-%m-%d/%H-%M-%S")
@@ -94,7 +81,9 @@ def run_sweep(
     from sweep.report.summary import open_results
 
     from .cli import command_line, prepare, sweep
+    from .compose import compose_config
     from .lock import check_free
+    from .validate import check_overrides
 
     args = [f"grid={grid}", *overrides]
     if ray_address is not None:
@@ -102,7 +91,10 @@ def run_sweep(
     where = Path(run_dir) if run_dir is not None else default_run_dir()
     args = command_line([*args, f"hydra.run.dir={where}"])
     args = [a for a in args if not a.startswith("hydra.")]
-    cfg = compose_config(args)
+    check_overrides(args)
+    cfg = compose_config(args)  # Hydra's errors as ConfigError, as on the command line
+    with open_dict(cfg):
+        del cfg["hydra"]  # Hydra's own node resolves only inside a Hydra run
     prepare(cfg)  # refused before anything is written, as on the command line
     check_free(where)
     run = RunDir.at(where, cfg.results_dir)
@@ -115,4 +107,4 @@ def run_sweep(
     return SweepResult(where, manifest, frame, judged, written)
 
 
-__all__ = ["SweepResult", "compose_config", "run_sweep"]
+__all__ = ["SweepResult", "run_sweep"]
