@@ -109,3 +109,23 @@ def test_every_combination_goes_out_exactly_once(total, cpus, size, costs):
         k += 1
     assert planner.left == 0
     assert _covers_once(spans, total)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    total=st.integers(1, 20_000),
+    cpus=st.integers(1, 8),
+    jitter=st.lists(st.floats(0.5, 2.0), min_size=1, max_size=20),
+)
+def test_cheap_cells_leave_no_sliver_ranges(total, cpus, jitter):
+    """Cells cheap enough that time allows large ranges: no range but the
+    probes is smaller than FIRST, unless it is all that was left."""
+    planner = RangePlanner(total, cpus)
+    spans, k = [], 0
+    while (span := planner.next_range()) is not None:
+        spans.append(span)
+        n = span[1] - span[0]
+        planner.completed(n, n * 1e-4 * jitter[k % len(jitter)])
+        k += 1
+    for lo, hi in spans:
+        assert hi - lo >= FIRST or hi - lo == total or (lo, hi) == spans[-1], spans

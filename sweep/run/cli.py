@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
 from engine import ENGINE_VERSION, ScenarioError, kernel_preset, load_cost_model
 from sweep.dataset import (
@@ -54,7 +54,6 @@ from .validate import (
     ConfigError,
     OutputError,
     check_config,
-    check_overrides,
     check_run_dir,
     check_settings,
     missing_parents,
@@ -455,13 +454,9 @@ def _hydra_value(text: str) -> str:
 def check_command_line(args: list[str]) -> tuple[list[str], Path]:
     """Everything ``zapsweep ARGS`` would refuse, refused now; returns the
     command line for Hydra (the run directory pinned) and that directory."""
-    from .compose import compose_config
+    from .compose import job_config
 
-    check_overrides(args)
-    cfg = compose_config(args)
-    run_dir = Path(cfg.hydra.run.dir)
-    with open_dict(cfg):
-        del cfg["hydra"]  # Hydra's own node resolves only inside a Hydra run
+    cfg, run_dir = job_config(args)
     prepare(cfg)
     if not any(a.startswith("hydra.run.dir=") for a in args):
         args = [*args, f"hydra.run.dir={_hydra_value(str(run_dir))}"]

@@ -6,6 +6,8 @@ can be checked, and the run directory known, before Hydra creates anything.
 A composition error (a value of the wrong type, a group option that does not
 exist, an override that does not parse) becomes one ``ConfigError`` naming
 the key and what is allowed, as every other refused setting does.
+``job_config`` is what the command line and ``sweep.run`` check: the keys,
+then the composed config without Hydra's own node, and the run directory.
 """
 
 from __future__ import annotations
@@ -15,12 +17,13 @@ import re
 import types
 import typing
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 from .config import SweepConfig, register_configs
-from .validate import ConfigError
+from .validate import ConfigError, check_overrides
 
 CONFIG_MODULE = "conf"
 CONFIG_NAME = "config"
@@ -45,6 +48,18 @@ def compose_config(overrides: Sequence[str]) -> DictConfig:
         raise ConfigError("override", None, "", _first_line(err)) from None
     except ConfigCompositionException as err:
         raise bad_value(err) from None
+
+
+def job_config(overrides: Sequence[str]) -> tuple[DictConfig, Path]:
+    """The config a sweep of ``overrides`` runs, its keys checked first
+    (``check_overrides``), without Hydra's own node (which resolves only
+    inside a Hydra run), and the run directory that node names."""
+    check_overrides(overrides)
+    cfg = compose_config(overrides)
+    run_dir = Path(cfg.hydra.run.dir)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg, run_dir
 
 
 def _first_line(err: BaseException | None) -> str:

@@ -19,7 +19,7 @@ from typing import Any
 
 import polars as pl
 import yaml
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
 from sweep.dataset import RunDir
 
@@ -81,9 +81,8 @@ def run_sweep(
     from sweep.report.summary import open_results
 
     from .cli import command_line, prepare, sweep
-    from .compose import compose_config
+    from .compose import job_config
     from .lock import check_free
-    from .validate import check_overrides
 
     args = [f"grid={grid}", *overrides]
     if ray_address is not None:
@@ -91,10 +90,7 @@ def run_sweep(
     where = Path(run_dir) if run_dir is not None else default_run_dir()
     args = command_line([*args, f"hydra.run.dir={where}"])
     args = [a for a in args if not a.startswith("hydra.")]
-    check_overrides(args)
-    cfg = compose_config(args)  # Hydra's errors as ConfigError, as on the command line
-    with open_dict(cfg):
-        del cfg["hydra"]  # Hydra's own node resolves only inside a Hydra run
+    cfg, _ = job_config(args)  # Hydra's errors as ConfigError, as on the command line
     prepare(cfg)  # refused before anything is written, as on the command line
     check_free(where)
     run = RunDir.at(where, cfg.results_dir)

@@ -5,7 +5,8 @@ together (they share a worker's GuestCache) and a range falls in one or two
 partitions of the dataset.  For each new range the planner decides:
 
 - where: in the middle of the largest stretch not yet handed out (at its
-  start when that stretch is short), so that any prefix of the ranges spreads
+  start when that stretch is short, and all of it when what would be left
+  is a sliver), so that any prefix of the ranges spreads
   evenly over the grid, as a bit-reversed order of equal ranges would: small
   guests and large ones are sampled from the start, and the ETA sees both;
 - how many: about ``target_s`` of a worker's time at the rate measured on the
@@ -73,8 +74,10 @@ class RangePlanner:
         take = min(want, hi - lo)
         if self.size:  # the multiple of size nearest the middle
             start = lo + (hi - lo) // self.size // 2 * self.size
-        elif hi - lo <= 2 * want:  # short: no sliver left before it
+        elif hi - lo <= 2 * want:  # short: from its start, and no sliver after it either
             start = lo
+            if hi - lo <= want + max(FIRST, want // 4):
+                take = hi - lo
         else:
             start = lo + (hi - lo - want) // 2
         for a, b in ((lo, start), (start + take, hi)):

@@ -21,6 +21,27 @@ from .cells import RangeResult, RunSettings, run_range
 from .grid import Grid
 
 
+def encoded_range(
+    grid: Grid,
+    settings: RunSettings,
+    lo: int,
+    hi: int,
+    done: np.ndarray | None = None,
+    metadata: dict[str, str] | None = None,
+    worker: str = "local",
+) -> RangeResult:
+    """The range's result.  With ``metadata`` (the files' key-value metadata)
+    its rows come back as Parquet files encoded here, ready for the driver to
+    write; without, as an Arrow table for the driver to encode."""
+    result = run_range(grid, settings, lo, hi, done, worker)
+    if metadata is None or not result.rows.num_rows:
+        return result
+    start = time.perf_counter()
+    files = encode(result.rows, metadata)
+    result.counts.seconds += time.perf_counter() - start  # what the range cost this worker
+    return dataclasses.replace(result, rows=None, files=files)
+
+
 @ray.remote(num_cpus=1)
 def run_range_task(
     grid: Grid,
@@ -30,16 +51,9 @@ def run_range_task(
     done: np.ndarray | None,
     metadata: dict[str, str] | None = None,
 ) -> RangeResult:
-    """The range's result.  With ``metadata`` (the files' key-value metadata)
-    its rows come back as Parquet files encoded here, ready for the driver to
-    write; without, as an Arrow table for the driver to encode."""
-    start = time.perf_counter()
-    result = run_range(grid, settings, lo, hi, done, ray.get_runtime_context().get_node_id())
-    if metadata is None or not result.rows.num_rows:
-        return result
-    files = encode(result.rows, metadata)
-    result.counts.seconds = time.perf_counter() - start  # what the range cost this worker
-    return dataclasses.replace(result, rows=None, files=files)
+    """``encoded_range`` on a worker, its rows named by the worker's node."""
+    node = ray.get_runtime_context().get_node_id()
+    return encoded_range(grid, settings, lo, hi, done, metadata, node)
 
 
 # A one-cell sweep that each worker runs as the session starts (``warm_up``):
@@ -59,8 +73,7 @@ def warm_up() -> RangeResult:
     engine's compiled kernels (loaded on their first call), pyarrow's first
     conversion from Python objects (which imports pandas, when it is
     installed) and first Parquet file."""
-    result = run_range(WARM_UP_GRID, WARM_UP_SETTINGS, 0, 1)
-    return dataclasses.replace(result, rows=None, files=encode(result.rows, {}))
+    return encoded_range(WARM_UP_GRID, WARM_UP_SETTINGS, 0, 1, metadata={})
 
 
 def warm_up_workers(cpus: int) -> list[ray.ObjectRef]:
