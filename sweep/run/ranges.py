@@ -5,8 +5,9 @@ together (they share a worker's GuestCache) and a range falls in one or two
 partitions of the dataset.  For each new range the planner decides:
 
 - where: in the middle of the largest stretch not yet handed out (at its
-  start when that stretch is short, and all of it when what would be left
-  is a sliver), so that any prefix of the ranges spreads
+  start when that stretch is under three ranges long, and all of it when
+  what would be left is a sliver: no range is cut smaller than it must),
+  so that any prefix of the ranges spreads
   evenly over the grid, as a bit-reversed order of equal ranges would: small
   guests and large ones are sampled from the start, and the ETA sees both;
 - how many: about ``target_s`` of a worker's time at the rate measured on the
@@ -74,11 +75,11 @@ class RangePlanner:
         take = min(want, hi - lo)
         if self.size:  # the multiple of size nearest the middle
             start = lo + (hi - lo) // self.size // 2 * self.size
-        elif hi - lo <= 2 * want:  # short: from its start, and no sliver after it either
+        elif hi - lo < 3 * want:  # short: from its start, and no sliver after it either
             start = lo
             if hi - lo <= want + max(FIRST, want // 4):
                 take = hi - lo
-        else:
+        else:  # in the middle: each side keeps at least ``want``
             start = lo + (hi - lo - want) // 2
         for a, b in ((lo, start), (start + take, hi)):
             if b > a:
